@@ -1,0 +1,49 @@
+"""Dead letters: the original record, untouched, on ``<topic>.dlq`` with the reason in headers."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiokafka import ConsumerRecord
+
+from choreo.publisher import Publisher
+from choreo.topology import dead_letter_topic
+
+DLQ_HEADER_PREFIX = "dlq_"
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: str
+    error: Exception
+    attempts: int = 1
+
+
+class DeadLetters:
+    def __init__(self, publisher: Publisher, service: str) -> None:
+        self._publisher = publisher
+        self._service = service
+
+    async def send(self, record: ConsumerRecord, failure: Failure) -> asyncio.Future:
+        # The record's topic already carries the deployment prefix; strip it for the DLQ name.
+        topic = record.topic.removeprefix(self._publisher.topic_prefix)
+        info = {
+            "reason": failure.reason,
+            "error_type": type(failure.error).__name__,
+            "error_message": str(failure.error)[:2000],
+            "service": self._service,
+            "topic": topic,
+            "partition": str(record.partition),
+            "offset": str(record.offset),
+            "attempts": str(failure.attempts),
+            "time": datetime.now(UTC).isoformat(),
+        }
+        original = [
+            (k, v) for k, v in (record.headers or ()) if not k.startswith(DLQ_HEADER_PREFIX)
+        ]
+        headers = original + [(DLQ_HEADER_PREFIX + k, v.encode()) for k, v in info.items()]
+        return await self._publisher.send_raw(
+            dead_letter_topic(topic), record.key, record.value, headers
+        )

@@ -1,0 +1,54 @@
+"""structlog JSON logs; every line written inside a span carries its trace and span ids."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import structlog
+from opentelemetry import trace
+
+
+def _add_trace_ids(_logger: object, _name: str, event: dict) -> dict:
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event["trace_id"] = f"{ctx.trace_id:032x}"
+        event["span_id"] = f"{ctx.span_id:016x}"
+    return event
+
+
+def configure_logging(service: str, level: str | None = None) -> None:
+    """JSON lines on stderr for our logs and for libraries' stdlib logging (aiokafka's)."""
+    level_name = (level or os.environ.get("LISA_LOG_LEVEL", "INFO")).upper()
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_trace_ids,
+    ]
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.dict_tracebacks,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level_name)
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+    structlog.contextvars.bind_contextvars(service=service)

@@ -1,0 +1,84 @@
+"""Publishing envelopes: one idempotent producer per process, a PRODUCER span per message."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from choreo import codec, tracing
+from choreo.events import Envelope, Event
+from choreo.settings import KafkaSettings
+
+_tracer = trace.get_tracer("choreo")
+
+
+def make_producer(settings: KafkaSettings, client_id: str) -> AIOKafkaProducer:
+    """acks=all + idempotence: a send is acknowledged only when durable, and retries of a send
+    never duplicate it in the log."""
+    return AIOKafkaProducer(
+        **settings.client_options(),
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_request_size=2_000_000,
+    )
+
+
+def default_client_id(name: str) -> str:
+    return f"{name}-{socket.gethostname()}-{os.getpid()}"
+
+
+class Publisher:
+    """Sends envelopes to topics (names before the deployment's prefix)."""
+
+    def __init__(self, producer: AIOKafkaProducer, settings: KafkaSettings) -> None:
+        self._producer = producer
+        self._settings = settings
+
+    @property
+    def topic_prefix(self) -> str:
+        return self._settings.topic_prefix
+
+    async def send(self, topic: str, envelope: Envelope[Event]) -> asyncio.Future:
+        """Queue one event; the returned future resolves when the broker has it durably."""
+        full_topic = self._settings.topic(topic)
+        key, value, headers = codec.encode(envelope)
+        with _tracer.start_as_current_span(
+            f"send {full_topic}",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": full_topic,
+                "messaging.message.id": envelope.id,
+                "messaging.kafka.message.key": envelope.key or "",
+                "cloudevents.event_type": envelope.type,
+                "cloudevents.event_subject": envelope.subject or "",
+            },
+        ):
+            tracing.inject(headers)
+            return await self._producer.send(full_topic, value=value, key=key, headers=headers)
+
+    async def send_raw(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+    ) -> asyncio.Future:
+        """Forward bytes as they are (dead letters keep the original record intact)."""
+        return await self._producer.send(
+            self._settings.topic(topic), value=value, key=key, headers=list(headers)
+        )
+
+    async def publish(self, items: Sequence[tuple[str, Envelope[Event]]]) -> None:
+        """Send several events and wait until all are durable."""
+        futures = [await self.send(topic, env) for topic, env in items]
+        await asyncio.gather(*futures)

@@ -1,0 +1,255 @@
+"""Runs a step: topic -> decode -> handler -> encode -> topic, at least once, traced.
+
+The loop, in one sitting:
+1. ``getmany`` a batch (up to ``max_batch`` records across partitions);
+2. for each record: open ``process <topic>`` as a child of the producer's trace context, decode,
+   call the handler, send its outputs inside that span (dead-letter it instead if it failed);
+3. wait until the broker acknowledged every output of the batch (acks=all);
+4. commit the batch's offsets. Then, and only then, the inputs count as done.
+
+A crash between 3 and 4 redelivers the batch; outputs carry deterministic ids, so the repeats are
+recognisable. SIGTERM/SIGINT stop fetching; the batch in hand finishes and is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import signal
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from choreo import codec, tracing
+from choreo.deadletter import DeadLetters, Failure
+from choreo.errors import PermanentError, TransientError
+from choreo.events import Emit, Envelope, Event
+from choreo.logs import configure_logging
+from choreo.publisher import Publisher, default_client_id, make_producer
+from choreo.settings import KafkaSettings, StepSettings
+from choreo.step import Step
+
+log = structlog.get_logger(__name__)
+_tracer = trace.get_tracer("choreo")
+
+
+class _CommitBeforeRevoke(ConsumerRebalanceListener):
+    """Partitions are handed over only between batches, after their offsets are committed."""
+
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self._lock = lock
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        async with self._lock:
+            log.info("partitions revoked", partitions=sorted(str(tp) for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        log.info("partitions assigned", partitions=sorted(str(tp) for tp in assigned))
+
+
+class StepRunner:
+    def __init__(
+        self,
+        step: Step,
+        kafka: KafkaSettings | None = None,
+        settings: StepSettings | None = None,
+    ) -> None:
+        if step.handle is None:
+            raise ValueError(f"step {step.name!r} has no handler")
+        self.step = step
+        self.kafka = kafka or KafkaSettings()
+        self.settings = settings or StepSettings()
+        self._types = {self.kafka.topic(t): m for t, m in step.types_by_topic().items()}
+        self._stopping = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self.processed = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        client_id = self.settings.client_id or default_client_id(self.step.name)
+        consumer = AIOKafkaConsumer(
+            **self.kafka.client_options(),
+            client_id=client_id,
+            group_id=self.settings.group_id or self.kafka.topic(self.step.name),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            session_timeout_ms=self.settings.session_timeout_ms,
+            max_poll_interval_ms=self.settings.max_poll_interval_ms,
+        )
+        consumer.subscribe(list(self._types), listener=_CommitBeforeRevoke(self._lock))
+        producer = make_producer(self.kafka, client_id)
+        await producer.start()
+        publisher = Publisher(producer, self.kafka)
+        dead_letters = DeadLetters(publisher, self.step.name)
+        try:
+            await consumer.start()
+            log.info("step started", step=self.step.name, topics=sorted(self._types))
+            while not self._stopping.is_set():
+                batch = await consumer.getmany(
+                    timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_batch
+                )
+                if batch:
+                    async with self._lock:
+                        await self._process_batch(batch, consumer, publisher, dead_letters)
+        finally:
+            log.info("step stopping", step=self.step.name, processed=self.processed)
+            await consumer.stop()
+            await producer.stop()
+
+    async def _process_batch(
+        self,
+        batch: dict[TopicPartition, list[ConsumerRecord]],
+        consumer: AIOKafkaConsumer,
+        publisher: Publisher,
+        dead_letters: DeadLetters,
+    ) -> None:
+        deliveries: list[asyncio.Future] = []
+        offsets: dict[TopicPartition, int] = {}
+        for tp, records in batch.items():
+            for record in records:
+                deliveries += await self._process_record(record, publisher, dead_letters)
+                offsets[tp] = record.offset + 1
+        await asyncio.gather(*deliveries)
+        await consumer.commit(offsets)
+        self.processed += sum(len(r) for r in batch.values())
+
+    async def _process_record(
+        self, record: ConsumerRecord, publisher: Publisher, dead_letters: DeadLetters
+    ) -> list[asyncio.Future]:
+        started = time.time()
+        queue_wait_ms = max(0.0, started * 1000 - record.timestamp)
+        with _tracer.start_as_current_span(
+            f"process {record.topic}",
+            context=tracing.extract(record.headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": record.topic,
+                "messaging.destination.partition.id": str(record.partition),
+                "messaging.kafka.offset": record.offset,
+                "messaging.consumer.group.name": self.settings.group_id or self.step.name,
+                "lisa.step": self.step.name,
+                "lisa.queue_wait_ms": queue_wait_ms,
+            },
+        ) as span:
+            try:
+                envelope = codec.decode(
+                    record.key, record.value, record.headers, self._types[record.topic]
+                )
+                span.set_attributes(
+                    {
+                        "messaging.message.id": envelope.id,
+                        "cloudevents.event_type": envelope.type,
+                        "cloudevents.event_subject": envelope.subject or "",
+                        "lisa.correlation_id": envelope.correlation_id,
+                    }
+                )
+                structlog.contextvars.bind_contextvars(event_id=envelope.id)
+                emits, attempts = await self._handle_with_retries(envelope)
+                return [
+                    await publisher.send(emit.topic, emit.child_of(envelope, self.step.name))
+                    for emit in emits
+                ]
+            except (PermanentError, TransientError) as exc:
+                attempts = getattr(exc, "attempts", 1)
+                return [await self._dead_letter(record, exc, attempts, dead_letters, span)]
+            finally:
+                structlog.contextvars.unbind_contextvars("event_id")
+
+    async def _handle_with_retries(self, envelope: Envelope[Event]) -> tuple[list[Emit], int]:
+        attempt = 1
+        while True:
+            try:
+                emits = await self._call_handler(envelope)
+                return emits, attempt
+            except TransientError as exc:
+                if attempt > self.settings.max_retries or self._stopping.is_set():
+                    exc.attempts = attempt  # type: ignore[attr-defined]
+                    raise
+                delay = min(
+                    self.settings.retry_backoff_max_s,
+                    self.settings.retry_backoff_s * 2 ** (attempt - 1),
+                )
+                delay *= random.uniform(0.5, 1.0)  # jitter: replicas must not retry in lockstep
+                log.warning(
+                    "transient failure, retrying",
+                    error=str(exc),
+                    attempt=attempt,
+                    retry_in_s=round(delay, 3),
+                )
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    async def _call_handler(self, envelope: Envelope[Event]) -> list[Emit]:
+        handle: Any = self.step.handle
+        try:
+            if inspect.iscoroutinefunction(handle):
+                result = await handle(envelope)
+            else:
+                # A worker thread keeps the loop free for heartbeats; it inherits the span context.
+                result = await asyncio.to_thread(lambda: list(handle(envelope) or ()))
+        except (PermanentError, TransientError):
+            raise
+        except Exception as exc:  # a handler bug or a kernel domain error: retrying won't help
+            log.exception("handler failed")
+            raise PermanentError("handler-error", f"{type(exc).__name__}: {exc}") from exc
+        emits = list(result or ())
+        for emit in emits:
+            if not self.step.may_emit(emit.topic, emit.data):
+                raise PermanentError(
+                    "undeclared-output",
+                    f"{self.step.name} emitted {type(emit.data).__name__} to {emit.topic}, "
+                    "which its declaration does not produce",
+                )
+        return emits
+
+    async def _dead_letter(
+        self,
+        record: ConsumerRecord,
+        exc: Exception,
+        attempts: int,
+        dead_letters: DeadLetters,
+        span: trace.Span,
+    ) -> asyncio.Future:
+        reason = getattr(exc, "reason", "transient-exhausted")
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, f"{reason}: {exc}"))
+        span.set_attribute("lisa.dead_letter_reason", reason)
+        log.error(
+            "input dead-lettered",
+            reason=reason,
+            error=str(exc),
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+        return await dead_letters.send(record, Failure(reason=reason, error=exc, attempts=attempts))
+
+
+def run_step(step: Step) -> int:
+    """Process entry point: configure logs and tracing, run until SIGTERM/SIGINT, exit 0."""
+    configure_logging(step.name)
+    provider = tracing.configure_tracing(step.name)
+    runner = StepRunner(step)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, runner.stop)
+        await runner.run()
+
+    try:
+        asyncio.run(main())
+    finally:
+        provider.shutdown()
+    return 0

@@ -1,0 +1,60 @@
+"""Settings from environment variables, each with a documented default (see README)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """How to reach the cluster. ``LISA_KAFKA_*`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="LISA_KAFKA_")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    # A prefix on every topic name lets several deployments (or test runs) share one cluster.
+    topic_prefix: str = ""
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments common to aiokafka producers, consumers and admin clients."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            options["ssl_context"] = create_ssl_context(cafile=self.ssl_cafile)
+        if self.sasl_mechanism:
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        return options
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+
+class StepSettings(BaseSettings):
+    """How one step service consumes. ``LISA_STEP_*`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="LISA_STEP_")
+
+    group_id: str | None = Field(None, description="consumer group; defaults to the step name")
+    client_id: str | None = Field(None, description="defaults to <step>-<hostname>-<pid>")
+    max_batch: int = Field(500, ge=1, description="records per getmany round")
+    poll_timeout_ms: int = Field(500, ge=10)
+    max_retries: int = Field(4, ge=0, description="attempts after the first on transient errors")
+    retry_backoff_s: float = Field(0.5, gt=0, description="first backoff; doubles, with jitter")
+    retry_backoff_max_s: float = Field(15.0, gt=0)
+    session_timeout_ms: int = 30_000
+    max_poll_interval_ms: int = 300_000

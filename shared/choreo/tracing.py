@@ -1,0 +1,116 @@
+"""OpenTelemetry set-up from the standard ``OTEL_*`` variables, and Kafka header propagation.
+
+``OTEL_TRACES_EXPORTER`` names exporters registered under the ``opentelemetry_traces_exporter``
+entry point (``otlp`` = OTLP over HTTP/protobuf by default, ``console``, ``none``, and this
+project's ``jsonl`` which appends spans to ``LISA_OTEL_JSONL_PATH``, handy for tests and demos).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import Getter, Setter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+_ALIASES = {"otlp": "otlp_proto_http"}
+
+
+class _HeaderGetter(Getter[list[tuple[str, bytes]]]):
+    def get(self, carrier: list[tuple[str, bytes]], key: str) -> list[str] | None:
+        values = [v.decode(errors="replace") for k, v in carrier if k == key and v is not None]
+        return values or None
+
+    def keys(self, carrier: list[tuple[str, bytes]]) -> list[str]:
+        return [k for k, _ in carrier]
+
+
+class _HeaderSetter(Setter[list[tuple[str, bytes]]]):
+    def set(self, carrier: list[tuple[str, bytes]], key: str, value: str) -> None:
+        carrier[:] = [(k, v) for k, v in carrier if k != key]
+        carrier.append((key, value.encode()))
+
+
+HEADER_GETTER = _HeaderGetter()
+HEADER_SETTER = _HeaderSetter()
+
+
+def inject(headers: list[tuple[str, bytes]]) -> None:
+    """Add ``traceparent``/``tracestate`` of the current span to Kafka headers."""
+    propagate.inject(headers, setter=HEADER_SETTER)
+
+
+def extract(headers: Sequence[tuple[str, bytes]] | None):  # -> opentelemetry Context
+    return propagate.extract(list(headers or []), getter=HEADER_GETTER)
+
+
+def configure_tracing(service_name: str) -> TracerProvider:
+    """Install a tracer provider whose exporters follow ``OTEL_TRACES_EXPORTER``.
+
+    Spans leave through a batch processor, so exporting never sits on the message path.
+    """
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
+    provider = TracerProvider(resource=resource)
+    names = os.environ.get("OTEL_TRACES_EXPORTER", "otlp")
+    for name in (n.strip() for n in names.split(",")):
+        if not name or name == "none":
+            continue
+        provider.add_span_processor(BatchSpanProcessor(_load_exporter(name)))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def _load_exporter(name: str) -> SpanExporter:
+    wanted = _ALIASES.get(name, name)
+    for ep in entry_points(group="opentelemetry_traces_exporter"):
+        if ep.name == wanted:
+            return ep.load()()
+    known = sorted({ep.name for ep in entry_points(group="opentelemetry_traces_exporter")})
+    raise ValueError(f"OTEL_TRACES_EXPORTER={name!r}: no such exporter (known: {known})")
+
+
+def span_record(span: ReadableSpan) -> dict:
+    """A compact, self-contained JSON view of one finished span."""
+    ctx = span.get_span_context()
+    return {
+        "trace_id": f"{ctx.trace_id:032x}",
+        "span_id": f"{ctx.span_id:016x}",
+        "parent_id": f"{span.parent.span_id:016x}" if span.parent else None,
+        "name": span.name,
+        "kind": span.kind.name,
+        "service": span.resource.attributes.get("service.name"),
+        "start_ns": span.start_time,
+        "end_ns": span.end_time,
+        "status": span.status.status_code.name,
+        "attributes": dict(span.attributes or {}),
+        "links": [
+            {"trace_id": f"{lk.context.trace_id:032x}", "span_id": f"{lk.context.span_id:016x}"}
+            for lk in span.links
+        ],
+        "events": [
+            {"name": ev.name, "attributes": dict(ev.attributes or {})} for ev in span.events
+        ],
+    }
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """Appends spans as JSON lines to ``LISA_OTEL_JSONL_PATH`` (one ``write`` per batch)."""
+
+    def __init__(self, path: str | None = None) -> None:
+        self._path = path or os.environ.get("LISA_OTEL_JSONL_PATH", "spans.jsonl")
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        text = "".join(json.dumps(span_record(s), default=str) + "\n" for s in spans)
+        with self._lock, open(self._path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass

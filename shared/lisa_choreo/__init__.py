@@ -1,0 +1,1 @@
+"""lisa-choreo: the application: CLI, the deployment's topology, the local stack, the demo."""

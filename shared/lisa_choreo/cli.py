@@ -1,0 +1,117 @@
+"""``lisa-choreo``: one console script, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from choreo.settings import KafkaSettings
+
+
+def _port() -> int:
+    return int(KafkaSettings().bootstrap_servers.rsplit(":", 1)[1])
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    import logging
+
+    from lisa_choreo import stack
+
+    # Probing a broker that is still starting is expected to fail a few times: keep it quiet.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    from lisa_choreo.topology import topology
+
+    nodes = stack.cluster_nodes(args.port, args.nodes)
+    if args.action == "up":
+        started = stack.up(nodes)
+        if not args.no_topics:
+            from choreo.topology import ensure_topics
+
+            kafka = KafkaSettings(bootstrap_servers=",".join(n.bootstrap for n in nodes))
+            rf = min(3, len(nodes))
+            asyncio.run(ensure_topics(kafka, topology().all_topics(), rf, 2 if rf >= 3 else 1))
+        print("started" if started else "already running")
+    elif args.action == "down":
+        stopped = stack.down(nodes)
+        print(f"stopped {len(stopped)} broker(s)" if stopped else "nothing was running")
+        return 0
+    ready = True
+    for node in nodes:
+        st = stack.status(node)
+        print(st.describe())
+        ready &= st.ready
+    return 0 if ready else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from choreo.runner import run_step
+
+    from lisa_choreo.topology import load_step
+
+    return run_step(load_step(args.service))
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from choreo.topology import ensure_topics
+
+    from lisa_choreo.topology import topology
+
+    created = asyncio.run(
+        ensure_topics(KafkaSettings(), topology().all_topics(), args.replication, args.min_isr)
+    )
+    print(f"created {len(created)} topic(s): {', '.join(created)}" if created else "all exist")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lisa_choreo import demo
+
+    return demo.main(count=args.count)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lisa-choreo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("stack", help="start, stop or inspect the local Kafka broker")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--port", type=int, default=_port(), help="first broker port (default 9092)")
+    p.add_argument("--nodes", type=int, default=1, choices=[1, 3], help="1, or 3 for faults")
+    p.add_argument("--no-topics", action="store_true", help="do not create the topology's topics")
+    p.set_defaults(func=cmd_stack)
+
+    p = sub.add_parser("run", help="run one step service until SIGTERM")
+    p.add_argument("service")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("topics", help="create the topology's topics on the configured cluster")
+    p.add_argument("--replication", type=int, default=1)
+    p.add_argument("--min-isr", type=int, default=1)
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("demo", help="the main job: stack up, run the chain end to end")
+    p.add_argument("--count", type=int, default=5)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from choreo.logs import configure_logging
+
+    from lisa_choreo.stack import StackError
+
+    if args.command != "run":  # a step configures its own logs, named after it
+        configure_logging("lisa-choreo", level="WARNING")
+    try:
+        return args.func(args)
+    except StackError as exc:
+        print(f"lisa-choreo: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

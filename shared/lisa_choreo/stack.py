@@ -1,0 +1,310 @@
+"""The local stack: a real Apache Kafka broker (KRaft) assembled from Maven Central artifacts.
+
+``up`` fetches the jars once (``mvn dependency:copy-dependencies`` on ``deploy/kafka/pom.xml``,
+cached under ``$LISA_CHOREO_HOME/kafka``), formats the storage once, starts the JVM on loopback and
+waits until the broker answers metadata requests. ``up`` on a running stack only reports it;
+``down`` stops it (SIGTERM for a controlled shutdown, SIGKILL after a deadline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import string
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from lisa_choreo.paths import deploy_dir, home
+
+
+class StackError(RuntimeError):
+    """A one-line explanation for the operator (no traceback)."""
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    running: bool
+    ready: bool
+    pid: int | None
+    bootstrap: str
+    state_dir: Path
+    log_file: Path
+    brokers: int = 0
+    cluster_id: str | None = None
+
+    def describe(self) -> str:
+        if not self.running:
+            return f"kafka: stopped (state in {self.state_dir})"
+        health = (
+            f"ready, {self.brokers} broker(s), cluster {self.cluster_id}"
+            if self.ready
+            else ("running but not answering metadata requests")
+        )
+        return (
+            f"kafka: {health} on {self.bootstrap} (pid {self.pid})\n"
+            f"  logs: {self.log_file}\n  data: {self.state_dir / 'data'}"
+        )
+
+
+@dataclass(frozen=True)
+class KafkaNode:
+    """One KRaft node (combined broker + controller) of the local stack."""
+
+    port: int = 9092
+    node_id: int = 1
+    cluster_size: int = 1
+
+    @property
+    def controller_port(self) -> int:
+        return self.port + 1000
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def state_dir(self) -> Path:
+        return home() / "stack" / f"kafka-{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "logs" / "server.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "kafka.pid"
+
+
+def _require(tool: str, why: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise StackError(f"`{tool}` not found on PATH: {why}")
+    return path
+
+
+def kafka_libs() -> Path:
+    """The broker's jars, fetched once per pom version; later calls need no network."""
+    pom = deploy_dir() / "kafka" / "pom.xml"
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:12]
+    libs = home() / "kafka" / digest / "libs"
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    mvn = _require("mvn", "Maven fetches the Kafka jars once (Debian: apt-get install maven)")
+    libs.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            "-DincludeScope=runtime",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
+        raise StackError("fetching Kafka jars with Maven failed: " + " | ".join(tail))
+    marker.write_text(digest)
+    return libs
+
+
+def _voters(node: KafkaNode, base_port: int) -> str:
+    return ",".join(f"{i + 1}@127.0.0.1:{base_port + i + 1000}" for i in range(node.cluster_size))
+
+
+def _write_config(node: KafkaNode, base_port: int) -> Path:
+    template = (deploy_dir() / "kafka" / "server.properties.template").read_text()
+    replication = min(3, node.cluster_size)
+    config = string.Template(template).substitute(
+        node_id=node.node_id,
+        voters=_voters(node, base_port),
+        port=node.port,
+        controller_port=node.controller_port,
+        data_dir=node.state_dir / "data",
+        replication=replication,
+        min_isr=2 if replication >= 3 else 1,
+    )
+    path = node.state_dir / "server.properties"
+    path.write_text(config)
+    return path
+
+
+def _cluster_id(base_port: int) -> str:
+    """Kafka cluster ids are a base64url UUID; shared by all nodes of one local cluster."""
+    path = home() / "stack" / f"cluster-{base_port}.id"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())
+    return path.read_text().strip()
+
+
+def _running_pid(node: KafkaNode) -> int | None:
+    """The broker's pid if our JVM is alive (guards against a recycled pid)."""
+    try:
+        pid = int(node.pid_file.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"kafka.Kafka" in cmdline and str(node.state_dir).encode() in cmdline else None
+
+
+async def probe(bootstrap: str, timeout_s: float = 5.0) -> dict | None:
+    """The cluster's description if a broker answers metadata requests, else None."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+    )
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        return await asyncio.wait_for(admin.describe_cluster(), timeout_s)
+    except Exception:
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
+def status(node: KafkaNode) -> BrokerStatus:
+    pid = _running_pid(node)
+    cluster = asyncio.run(probe(node.bootstrap, 3.0)) if pid else None
+    return BrokerStatus(
+        running=pid is not None,
+        ready=cluster is not None,
+        pid=pid,
+        bootstrap=node.bootstrap,
+        state_dir=node.state_dir,
+        log_file=node.log_file,
+        brokers=len(cluster["brokers"]) if cluster else 0,
+        cluster_id=cluster["cluster_id"] if cluster else None,
+    )
+
+
+def start(node: KafkaNode, base_port: int | None = None) -> None:
+    """Start one node's JVM (formatting its storage the first time) without waiting."""
+    base_port = node.port - (node.node_id - 1) if base_port is None else base_port
+    java = _require(
+        "java", "the Kafka broker needs a JDK 17+ (Debian: apt-get install default-jdk)"
+    )
+    libs = kafka_libs()
+    (node.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+    config = _write_config(node, base_port)
+    classpath = f"{libs}/*"
+    if not (node.state_dir / "data" / "meta.properties").exists():
+        result = subprocess.run(
+            [
+                java,
+                "-cp",
+                classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                _cluster_id(base_port),
+                "-c",
+                str(config),
+                "--ignore-formatted",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise StackError(f"formatting Kafka storage failed: {result.stdout}{result.stderr}")
+    heap = os.environ.get("LISA_KAFKA_HEAP", "512m")
+    with open(node.state_dir / "logs" / "stdout.log", "ab") as out:
+        proc = subprocess.Popen(
+            [
+                java,
+                f"-Xms{heap}",
+                f"-Xmx{heap}",
+                "-XX:+UseG1GC",
+                f"-Dkafka.logs.dir={node.state_dir / 'logs'}",
+                f"-Dlog4j2.configurationFile={deploy_dir() / 'kafka' / 'log4j2.properties'}",
+                f"-Dlisa.choreo.state={node.state_dir}",
+                "-cp",
+                classpath,
+                "kafka.Kafka",
+                str(config),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in the caller's terminal must not kill the broker
+        )
+    node.pid_file.write_text(str(proc.pid))
+
+
+def wait_ready(nodes: list[KafkaNode], timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    pending = list(nodes)
+    while pending:
+        node = pending[0]
+        if _running_pid(node) is None:
+            tail = _tail(node.log_file) or _tail(node.state_dir / "logs" / "stdout.log")
+            raise StackError(f"Kafka on {node.bootstrap} exited during start-up; log tail: {tail}")
+        cluster = asyncio.run(probe(node.bootstrap, 2.0))
+        if cluster and len(cluster["brokers"]) >= node.cluster_size:
+            pending.pop(0)
+            continue
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"Kafka on {node.bootstrap} not ready after {timeout_s:.0f} s; see {node.log_file}"
+            )
+        time.sleep(0.5)
+
+
+def stop(node: KafkaNode, timeout_s: float = 60.0) -> bool:
+    """Controlled shutdown, then SIGKILL at the deadline. True if something was stopped."""
+    pid = _running_pid(node)
+    if pid is None:
+        node.pid_file.unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while _running_pid(node) is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _running_pid(node) is not None:
+        os.kill(pid, signal.SIGKILL)
+        while _running_pid(node) is not None:
+            time.sleep(0.1)
+    node.pid_file.unlink(missing_ok=True)
+    return True
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def cluster_nodes(port: int, size: int) -> list[KafkaNode]:
+    """``size`` nodes on consecutive ports from ``port`` (3 for broker-fault tests)."""
+    return [KafkaNode(port=port + i, node_id=i + 1, cluster_size=size) for i in range(size)]
+
+
+def up(nodes: list[KafkaNode]) -> list[KafkaNode]:
+    """Start the nodes that are not running; harmless when all are. Returns those started."""
+    started = [n for n in nodes if _running_pid(n) is None]
+    for node in started:
+        start(node, base_port=nodes[0].port)
+    wait_ready(nodes)
+    return started
+
+
+def down(nodes: list[KafkaNode]) -> list[KafkaNode]:
+    return [n for n in nodes if stop(n)]
