@@ -62,6 +62,17 @@ class TopicReader:
     async def __aexit__(self, *exc: object) -> None:
         await self._consumer.stop()
 
+    async def snapshot(self) -> list[ConsumerRecord]:
+        """Everything up to the end offsets as of now (a live stream cannot keep it reading)."""
+        partitions = list(self._consumer.assignment())
+        ends = await self._consumer.end_offsets(partitions)
+        out: list[ConsumerRecord] = []
+        while [tp for tp in partitions if await self._consumer.position(tp) < ends[tp]]:
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=1000)
+            for tp, records in batch.items():
+                out += [r for r in records if r.offset < ends[tp]]
+        return out
+
     async def records(self, idle_timeout_s: float | None = None) -> AsyncIterator[ConsumerRecord]:
         """Records as they come; ends after ``idle_timeout_s`` without any (None: never)."""
         last = time.monotonic()

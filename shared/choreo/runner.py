@@ -71,6 +71,9 @@ class StepRunner:
         self.processed = 0
 
     def stop(self) -> None:
+        """Stop fetching; the batch in hand is finished and committed first."""
+        if not self._stopping.is_set():
+            log.info("stop requested", step=self.step.name)
         self._stopping.set()
 
     async def run(self) -> None:

@@ -159,6 +159,11 @@ def _running_pid(node: KafkaNode) -> int | None:
     try:
         pid = int(node.pid_file.read_text())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        for _ in range(20):  # empty while the kernel is still exec'ing a just-started JVM
+            if cmdline:
+                break
+            time.sleep(0.05)
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
     return pid if b"kafka.Kafka" in cmdline and str(node.state_dir).encode() in cmdline else None

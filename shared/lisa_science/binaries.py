@@ -17,19 +17,24 @@ Catalogue CSV format (header line required; extra columns are ignored)::
     ecl_lon_rad     ecliptic longitude (barycentric mean ecliptic J2000) [rad]
     ecl_lat_rad     ecliptic latitude [rad]
     incl_deg        inclination [deg]
-    polarization_rad   optional, polarization angle in the ecliptic frame [rad], default 0
+    polarization_rad   optional, polarization angle psi in the ICRS frame [rad], default 0
+    polarization_ecl_rad  optional alternative: psi in the ecliptic frame [rad] (converted)
     initial_phase_rad  optional, initial phase phi0 at t = 0 [rad], default 0
 
 The Kupfer table gives neither polarization nor initial phase; both default to 0 (a deterministic,
-documented choice: optimal SNRs over many cycles do not depend on the phase, and depend only weakly
-on the polarization for these nearly circularly polarized sources).
+documented choice). With psi = 0 (ICRS) and phi0 = 0 the README's optimal-SNR table (lisagwresponse
+3.0.2, Keplerian orbits, start at orbit phase 0) is reproduced: over 1 day the SNR of the
+nearly circularly polarized sources (AM CVn, ES Cet, HM Cnc) barely depends on psi, but that of
+edge-on SDSS J0651 changes by ~15% between psi conventions.
 
-Polarization convention: ``polarization`` is the angle psi of lisagwresponse's convention, but
-measured in the ecliptic frame, i.e. with the polarization basis
-``u = (sin lon, -cos lon, 0)``, ``v = (-sin lat cos lon, -sin lat sin lon, cos lat)`` built from
-ecliptic coordinates. :meth:`GalacticBinary.icrs` converts (lon, lat, psi) to the ICRS
-(ra, dec, psi) that lisagwresponse expects. LDC/FastGB catalogues may use a different sign or
-origin for psi; this module does not convert between those conventions.
+Polarization convention: ``polarization`` is lisagwresponse's psi, defined in the ICRS frame with
+the polarization basis ``u = (sin ra, -cos ra, 0)``, ``v = (-sin dec cos ra, -sin dec sin ra,
+cos dec)`` (lisagwresponse.VerificationBinary likewise takes its sky position in another frame
+but psi in ICRS). Catalogues whose psi is measured in the ecliptic frame, with the same basis
+built from ecliptic coordinates, can use ``polarization_ecl_rad`` or
+:func:`ecliptic_polarization_to_icrs`, which rotates psi by the angle between the two bases so that
+the strain tensor is unchanged. LDC/FastGB catalogues give psi in the ecliptic frame but may use a
+different sign or origin for it; this module does not convert between those conventions.
 
 Pure numpy: importable without the simulation packages.
 """
@@ -59,7 +64,7 @@ REQUIRED_COLUMNS = (
     "ecl_lat_rad",
     "incl_deg",
 )
-OPTIONAL_COLUMNS = ("polarization_rad", "initial_phase_rad")
+OPTIONAL_COLUMNS = ("polarization_rad", "polarization_ecl_rad", "initial_phase_rad")
 
 
 def _sky_basis(lon: float, lat: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -75,23 +80,29 @@ def _ecliptic_to_icrs_matrix() -> np.ndarray:
     return np.array([[1.0, 0.0, 0.0], [0.0, ce, -se], [0.0, se, ce]])
 
 
-def ecliptic_to_icrs(lon: float, lat: float, psi: float = 0.0) -> tuple[float, float, float]:
-    """Convert ecliptic (lon, lat, polarization) to ICRS (ra, dec, polarization) [rad].
-
-    The polarization is rotated by the angle between the ecliptic and the ICRS polarization
-    bases at the source position, so that the GW strain tensor is unchanged.
-    """
-    rot = _ecliptic_to_icrs_matrix()
-    direction = rot @ np.array(
+def ecliptic_to_icrs(lon: float, lat: float) -> tuple[float, float]:
+    """Convert ecliptic (J2000 mean ecliptic) longitude/latitude to ICRS (ra, dec) [rad]."""
+    direction = _ecliptic_to_icrs_matrix() @ np.array(
         [math.cos(lat) * math.cos(lon), math.cos(lat) * math.sin(lon), math.sin(lat)]
     )
     ra = math.atan2(direction[1], direction[0]) % (2.0 * math.pi)
     dec = math.asin(max(-1.0, min(1.0, float(direction[2]))))
+    return ra, dec
+
+
+def ecliptic_polarization_to_icrs(lon: float, lat: float, psi_ecl: float) -> float:
+    """Convert a polarization angle from the ecliptic to the ICRS polarization basis [rad].
+
+    Both bases are built like lisagwresponse's (see module docstring) from the source's ecliptic
+    and ICRS coordinates; the result differs from ``psi_ecl`` by the angle between them, so that
+    the GW strain tensor is unchanged. Returned modulo pi.
+    """
+    ra, dec = ecliptic_to_icrs(lon, lat)
     _, u_ecl, _ = _sky_basis(lon, lat)
     _, u_icrs, v_icrs = _sky_basis(ra, dec)
-    u_ecl_in_icrs = rot @ u_ecl
+    u_ecl_in_icrs = _ecliptic_to_icrs_matrix() @ u_ecl
     gamma = math.atan2(float(u_ecl_in_icrs @ v_icrs), float(u_ecl_in_icrs @ u_icrs))
-    return ra, dec, (psi + gamma) % math.pi
+    return (psi_ecl + gamma) % math.pi
 
 
 @dataclass(frozen=True)
@@ -106,7 +117,7 @@ class GalacticBinary:
         ecliptic_longitude: [rad].
         ecliptic_latitude: [rad].
         inclination: [rad].
-        polarization: polarization angle in the ecliptic frame [rad].
+        polarization: polarization angle psi in the ICRS frame (lisagwresponse convention) [rad].
         initial_phase: phi0 [rad].
     """
 
@@ -140,9 +151,9 @@ class GalacticBinary:
         if abs(self.ecliptic_latitude) > math.pi / 2 + 1e-12:
             raise ValueError(f"{self.name}: |ecliptic latitude| > pi/2")
 
-    def icrs(self) -> tuple[float, float, float]:
-        """(ra, dec, polarization) in ICRS [rad], as used by lisagwresponse."""
-        return ecliptic_to_icrs(self.ecliptic_longitude, self.ecliptic_latitude, self.polarization)
+    def icrs(self) -> tuple[float, float]:
+        """(ra, dec) in ICRS [rad], as used by lisagwresponse."""
+        return ecliptic_to_icrs(self.ecliptic_longitude, self.ecliptic_latitude)
 
 
 def _row_to_binary(row: dict[str, str], where: str) -> GalacticBinary:
@@ -150,15 +161,22 @@ def _row_to_binary(row: dict[str, str], where: str) -> GalacticBinary:
     if missing:
         raise ValueError(f"{where}: missing column(s) {missing}")
     try:
+        lon, lat = float(row["ecl_lon_rad"]), float(row["ecl_lat_rad"])
+        psi = float(row.get("polarization_rad") or 0.0)
+        psi_ecl = row.get("polarization_ecl_rad")
+        if psi_ecl not in (None, ""):
+            if row.get("polarization_rad") not in (None, ""):
+                raise ValueError("give polarization_rad or polarization_ecl_rad, not both")
+            psi = ecliptic_polarization_to_icrs(lon, lat, float(psi_ecl))
         return GalacticBinary(
             name=row["name"].strip(),
             f=float(row["f_gw_Hz"]),
             fdot=float(row["fdot_gr_Hz_s"]),
             amplitude=float(row["amplitude"]),
-            ecliptic_longitude=float(row["ecl_lon_rad"]),
-            ecliptic_latitude=float(row["ecl_lat_rad"]),
+            ecliptic_longitude=lon,
+            ecliptic_latitude=lat,
             inclination=math.radians(float(row["incl_deg"])),
-            polarization=float(row.get("polarization_rad") or 0.0),
+            polarization=psi,
             initial_phase=float(row.get("initial_phase_rad") or 0.0),
         )
     except ValueError as error:

@@ -91,7 +91,7 @@ def _responses(binaries: Sequence[GalacticBinary], orbits: Path) -> list:
 
     responses = []
     for binary in binaries:
-        ra, dec, psi = binary.icrs()
+        ra, dec = binary.icrs()
         responses.append(
             lisagwresponse.GalacticBinary(
                 A=binary.amplitude,
@@ -99,7 +99,7 @@ def _responses(binaries: Sequence[GalacticBinary], orbits: Path) -> list:
                 df=binary.fdot,
                 phi0=binary.initial_phase,
                 iota=binary.inclination,
-                psi=psi,
+                psi=binary.polarization,
                 t_init=0.0,
                 ra=ra,
                 dec=dec,

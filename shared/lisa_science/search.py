@@ -1,0 +1,140 @@
+"""Detection of monochromatic sources: the A+E whitened periodogram and its chi-square statistics.
+
+For Gaussian noise the PSD-normalised periodogram of one channel is chi-square with 2 degrees of
+freedom; summing the two noise-independent channels A and E gives chi-square with 4 (Allen et
+al. 2012, PRD 85 122006; the 'F-statistic' of Jaranowski, Krolak & Schutz 1998 reduces to it for
+a source whose response is constant over the segment). A sinusoid adds a non-centrality equal to
+its optimal SNR^2, so thresholds follow from chi-square tail probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import ndimage, stats
+from scipy.signal import windows
+
+from .quality import gap_weights
+from .whiten import whitened_power
+
+DOF = 4
+"""Degrees of freedom of the A+E statistic on noise (2 per channel)."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A local maximum of the statistic above threshold."""
+
+    frequency: float
+    statistic: float
+    snr: float
+    """sqrt(max(statistic - dof, 0)): the SNR estimate that removes the noise mean."""
+    bin_index: int
+    fap: float
+    """Probability that noise alone gives this statistic in any of the independent bins."""
+
+
+def search_window(
+    mask: ArrayLike, dt: float, tukey_alpha: float = 0.1, gap_taper_seconds: float = 120.0
+) -> NDArray[np.float64]:
+    """Tukey window (tapering the segment ends, so strong high-frequency noise does not leak into
+    the weak low-frequency band) times the gap weights of :func:`lisa_science.quality.gap_weights`."""
+    mask = np.asarray(mask, dtype=bool)
+    taper = int(round(gap_taper_seconds / dt))
+    return windows.tukey(mask.size, tukey_alpha) * gap_weights(mask, taper)
+
+
+def search_statistic(
+    a: ArrayLike,
+    e: ArrayLike,
+    dt: float,
+    f_psd: ArrayLike,
+    psd_a: ArrayLike,
+    psd_e: ArrayLike,
+    mask: ArrayLike | None = None,
+    tukey_alpha: float = 0.1,
+    pad_factor: int = 2,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(f, stat): sum over A and E of the whitened, windowed, zero-padded periodogram.
+
+    Per channel, P_k = 4 dt |FFT(w x)_k|^2 / (S(f_k) sum w^2) (see
+    :func:`lisa_science.whiten.whitened_power`), chi^2_2 on noise, so stat is chi^2_4 (mean 4,
+    variance 8) and a sinusoid adds ~ its optimal SNR^2 over the usable data. Zero padding by
+    ``pad_factor`` only interpolates the spectrum (less scalloping loss: <= 19 % at pad 2
+    against 59 % at pad 1); neighbouring padded bins are correlated. Masked samples (default:
+    NaN in A or E) get zero weight with tapered edges and are accounted for in sum w^2. NaN
+    where the PSD is unknown or zero (e.g. DC).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    e = np.asarray(e, dtype=np.float64)
+    usable = np.isfinite(a) & np.isfinite(e)
+    if mask is not None:
+        usable &= np.asarray(mask, dtype=bool)
+    if not usable.any():
+        raise ValueError("no usable samples")
+    w = search_window(usable, dt, tukey_alpha)
+    f, p_a = whitened_power(np.where(usable, a, 0.0), dt, f_psd, psd_a, w, pad_factor)
+    _, p_e = whitened_power(np.where(usable, e, 0.0), dt, f_psd, psd_e, w, pad_factor)
+    return f, p_a + p_e
+
+
+def independent_bins(n_samples: int, dt: float, fmin: float, fmax: float) -> int:
+    """Number of unpadded Fourier frequencies k / (n dt) in [fmin, fmax].
+
+    These are the independent trials of a search: zero padding adds bins but no information
+    (padded bins are interpolations of their neighbours), so it must not tighten the threshold.
+    """
+    duration = n_samples * dt
+    return max(int(np.floor(fmax * duration)) - int(np.ceil(fmin * duration)) + 1, 0)
+
+
+def false_alarm_threshold(fap: float, n_bins: int, dof: int = DOF) -> float:
+    """Statistic threshold for a false-alarm probability ``fap`` over ``n_bins`` independent bins.
+
+    Bonferroni: each bin is given probability fap / n_bins, i.e. threshold =
+    chi2.isf(fap / n_bins, dof) (accurate for small fap; conservative otherwise).
+    """
+    if not 0 < fap < 1:
+        raise ValueError(f"fap must be in (0, 1), got {fap}")
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    return float(stats.chi2.isf(fap / n_bins, dof))
+
+
+def find_candidates(
+    f: ArrayLike,
+    stat: ArrayLike,
+    threshold: float,
+    fmin: float = 1e-4,
+    fmax: float = 2e-2,
+    n_bins: int | None = None,
+    dof: int = DOF,
+) -> list[Candidate]:
+    """Peaks of ``stat`` above ``threshold`` within [fmin, fmax], strongest first.
+
+    A run of contiguous bins above threshold is one candidate (its maximum): a source spreads
+    over neighbouring padded bins. ``n_bins`` (independent bins, see :func:`independent_bins`)
+    sets each candidate's FAP, min(1, n_bins chi2.sf(stat, dof)); by default the number of grid
+    bins in the band is used, which is conservative for a zero-padded grid. The default band
+    stops below the TDI 2.0 null at 30 mHz, where S -> 0 and the statistic is unreliable.
+    """
+    f = np.asarray(f, dtype=np.float64)
+    stat = np.asarray(stat, dtype=np.float64)
+    in_band = (f >= fmin) & (f <= fmax)
+    if n_bins is None:
+        n_bins = int(in_band.sum())
+    with np.errstate(invalid="ignore"):
+        above = in_band & (stat > threshold)
+    labels, n_runs = ndimage.label(above)
+    if n_runs == 0:
+        return []
+    peaks = ndimage.maximum_position(np.where(above, stat, -np.inf), labels, range(1, n_runs + 1))
+    found = []
+    for (k,) in peaks:
+        value = float(stat[k])
+        fap = min(1.0, n_bins * float(stats.chi2.sf(value, dof)))
+        snr = float(np.sqrt(max(value - dof, 0.0)))
+        found.append(Candidate(float(f[k]), value, snr, int(k), fap))
+    return sorted(found, key=lambda c: c.statistic, reverse=True)

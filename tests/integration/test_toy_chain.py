@@ -1,0 +1,174 @@
+"""Two toy steps in separate processes, chained over real Kafka topics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from choreo import Envelope, codec
+from choreo.publisher import Publisher, make_producer
+from choreo.reader import TopicReader
+from choreo.settings import KafkaSettings
+from choreo.topology import ensure_topics
+from lisa_choreo import traceview
+from lisa_choreo.processes import ServiceProcess
+from lisa_choreo.topology import topology
+from services.toy.events import DESCRIPTIONS, NUMBERS, Description, Number
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+def chain(prefixed: KafkaSettings, tmp_path: Path):
+    """Topics for this test, and a factory of toy step processes bound to them."""
+    asyncio.run(ensure_topics(prefixed, topology().all_topics()))
+    spans = tmp_path / "spans.jsonl"
+    started: list[ServiceProcess] = []
+
+    def start(name: str, **env: str) -> ServiceProcess:
+        proc = ServiceProcess(
+            name,
+            tmp_path / f"{name}-{len(started)}.log",
+            {
+                "LISA_KAFKA_BOOTSTRAP_SERVERS": prefixed.bootstrap_servers,
+                "LISA_KAFKA_TOPIC_PREFIX": prefixed.topic_prefix,
+                "OTEL_TRACES_EXPORTER": "jsonl",
+                "LISA_OTEL_JSONL_PATH": str(spans),
+                "OTEL_BSP_SCHEDULE_DELAY": "100",
+                **env,
+            },
+        ).start()
+        started.append(proc)
+        proc.wait_for_log("step started")
+        return proc
+
+    yield prefixed, start, spans
+    for proc in started:
+        proc.kill()
+
+
+def publish_numbers(settings: KafkaSettings, values: range) -> list[Envelope]:
+    envelopes = [Envelope.root(Number(value=v), source="test", subject=f"n{v}") for v in values]
+
+    async def send():
+        producer = make_producer(settings, "test")
+        await producer.start()
+        try:
+            await Publisher(producer, settings).publish([(NUMBERS, e) for e in envelopes])
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    return envelopes
+
+
+def read_all(settings: KafkaSettings, topic: str) -> list:
+    async def collect():
+        async with TopicReader(settings, [topic]) as reader:
+            return await reader.snapshot()
+
+    return asyncio.run(collect())
+
+
+def descriptions(settings: KafkaSettings) -> list[Envelope]:
+    return [
+        codec.decode(r.key, r.value, r.headers, {Description.ce_type: Description})
+        for r in read_all(settings, DESCRIPTIONS)
+    ]
+
+
+def test_chain_end_to_end_with_one_trace_per_input(chain):
+    settings, start, spans_path = chain
+    start("toy-square")
+    start("toy-describe")
+    inputs = publish_numbers(settings, range(20))
+    outputs = wait_until(
+        lambda: (d := descriptions(settings)) and len(d) >= 20 and d, 60, "20 descriptions"
+    )
+    assert sorted(o.data.value for o in outputs) == list(range(20))
+    by_root = {o.correlation_id: o for o in outputs}
+    for env in inputs:
+        out = by_root[env.id]  # lineage: each output names the input it descends from
+        assert out.data.text == f"{env.data.value}² = {env.data.value**2}"
+        assert out.subject == env.subject
+
+    def complete_traces():
+        traces = traceview.by_trace(traceview.read_jsonl(spans_path))
+        return [
+            t for t in traces.values()
+            if {s["name"] for s in t} >= {f"process {settings.topic(NUMBERS)}",
+                                          f"process {settings.topic('toy.squares')}"}
+        ]
+
+    traces = wait_until(lambda: len(complete_traces()) >= 20 and complete_traces(), 30,
+                        "spans of both steps in 20 traces")
+    for spans in traces:
+        by_name = {s["name"]: s for s in spans}
+        square = by_name[f"process {settings.topic(NUMBERS)}"]
+        describe = by_name[f"process {settings.topic('toy.squares')}"]
+        assert (square["service"], describe["service"]) == ("toy-square", "toy-describe")
+        # describe's consumer span descends from square's producer span: one causal chain
+        send = by_name[f"send {settings.topic('toy.squares')}"]
+        assert send["parent_id"] == square["span_id"]
+        assert describe["parent_id"] == send["span_id"]
+        assert describe["attributes"]["lisa.queue_wait_ms"] >= 0
+
+
+def test_malformed_inputs_are_dead_lettered_and_the_step_goes_on(chain):
+    settings, start, _ = chain
+    square = start("toy-square")
+
+    async def send_bad():
+        producer = make_producer(settings, "test-bad")
+        await producer.start()
+        good = Envelope.root(Number(value=7), source="test", subject="good")
+        key, value, headers = codec.encode(good)
+        bad_schema = codec.encode(Envelope.root(Number(value=1), source="t", subject="bad"))
+        topic = settings.topic(NUMBERS)
+        await producer.send_and_wait(topic, b"{{not json", key=b"k1", headers=headers)
+        await producer.send_and_wait(topic, b'{"value": "x"}', key=b"k2", headers=bad_schema[2])
+        await producer.send_and_wait(topic, value, key=key, headers=headers)
+        await producer.stop()
+
+    asyncio.run(send_bad())
+    squares = wait_until(lambda: read_all(settings, "toy.squares"), 60, "the good square")
+    assert [json.loads(r.value)["square"] for r in squares] == [49]
+    dead = wait_until(
+        lambda: (d := read_all(settings, NUMBERS + ".dlq")) and len(d) >= 2 and d, 60,
+        "two dead letters",
+    )
+    reasons = sorted(dict(r.headers)["dlq_reason"].decode() for r in dead)
+    assert reasons == ["invalid-json", "schema-invalid"]
+    first = next(r for r in dead if r.key == b"k1")
+    assert first.value == b"{{not json"  # the original bytes, untouched
+    h = {k: v.decode() for k, v in first.headers}
+    assert h["dlq_service"] == "toy-square"
+    assert h["dlq_topic"] == NUMBERS
+    assert h["dlq_partition"].isdigit() and h["dlq_offset"].isdigit()
+    assert square.alive
+
+
+def test_sigterm_mid_stream_then_restart_loses_and_duplicates_nothing(chain):
+    settings, start, _ = chain
+    slow = {"LISA_TOY_DELAY_S": "0.05", "LISA_STEP_MAX_BATCH": "5"}
+    square = start("toy-square", **slow)
+    start("toy-describe")
+    n = 200
+    publish_numbers(settings, range(n))
+    wait_until(lambda: len(descriptions(settings)) >= 30, 60, "30 results before stopping")
+    assert square.terminate() == 0  # drained the batch in hand, committed, exited cleanly
+    partial = len(descriptions(settings))
+    assert 30 <= partial < n, "SIGTERM should have landed mid-stream"
+    start("toy-square", **slow)
+    outputs = wait_until(
+        lambda: (d := descriptions(settings)) and len(d) >= n and d, 120, f"{n} results"
+    )
+    assert len(read_all(settings, "toy.squares")) == n  # no duplicate in the middle either
+    values = [o.data.value for o in outputs]
+    assert len(values) == n, f"{len(values) - len(set(values))} duplicates"
+    assert sorted(values) == list(range(n))
+    assert len({o.id for o in outputs}) == n
