@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-
 from choreo.settings import KafkaSettings
 
 

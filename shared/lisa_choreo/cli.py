@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 from choreo.settings import KafkaSettings
 
@@ -64,6 +65,43 @@ def cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from lisa_choreo.simulate import DAY, SimulationError, simulate
+
+    try:
+        out = simulate(
+            args.out, args.days * DAY, args.dt, args.noise, args.sources, args.seed, args.t0
+        )
+    except SimulationError as exc:
+        print(f"lisa-choreo: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from lisa_science.ldc import LDCFormatError
+
+    from services.ingest.service import IngestSettings, ingest_file
+
+    settings = IngestSettings()
+    if args.segment_s:
+        settings = settings.model_copy(update={"segment_s": args.segment_s})
+    if args.overlap_s is not None:
+        settings = settings.model_copy(update={"overlap_s": args.overlap_s})
+    status = 0
+    for path in args.files:
+        try:
+            result = ingest_file(path, settings, force=args.force)
+        except LDCFormatError as exc:
+            print(f"lisa-choreo: refused {path}: {exc}", file=sys.stderr)
+            status = 2
+            continue
+        verb = "published" if result.published else "already ingested, published nothing for"
+        print(f"{path}: {verb} {result.segments} segment(s)")
+    return status
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from lisa_choreo import demo
 
@@ -89,6 +127,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replication", type=int, default=1)
     p.add_argument("--min-isr", type=int, default=1)
     p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("simulate", help="write an LDC-format file of TDI noise and sources")
+    p.add_argument("out", type=Path)
+    p.add_argument("--days", type=float, default=1.0)
+    p.add_argument("--dt", type=float, default=5.0, help="cadence in seconds (default 5)")
+    p.add_argument("--noise", choices=["analytic", "instrument", "none"], default="analytic")
+    p.add_argument(
+        "--sources",
+        default="verification",
+        help="verification, none, or a catalogue CSV (see lisa_science.binaries)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--t0", type=float, default=0.0, help="start time (s; 0 = orbit phase 0)")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("ingest", help="cut LDC files into segments and publish them")
+    p.add_argument("files", type=Path, nargs="+")
+    p.add_argument("--segment-s", type=float, help="segment duration (default 86400)")
+    p.add_argument("--overlap-s", type=float, help="overlap (default 0)")
+    p.add_argument("--force", action="store_true", help="publish again an ingested file")
+    p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("demo", help="the main job: stack up, run the chain end to end")
     p.add_argument("--count", type=int, default=5)

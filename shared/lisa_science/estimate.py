@@ -72,7 +72,7 @@ class _Problem:
         self.dt, self.f0, self.window = dt, f0, window
         self.duration = n * dt
         self.tau = np.arange(n) * dt
-        k0 = int(round(f0 * self.duration))
+        k0 = round(f0 * self.duration)
         lo, hi = max(k0 - half_band_bins, 1), min(k0 + half_band_bins, (n - 1) // 2)
         if hi <= lo:
             raise ValueError(f"f0={f0} Hz leaves no usable bins between DC and Nyquist")

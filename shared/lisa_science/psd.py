@@ -87,8 +87,8 @@ def band_ratios(
     The mean is used because each Welch bin is an unbiased estimate of the PSD, so their mean
     ratio is unbiased for Gaussian noise; a median over bins would be biased low by the skewed
     (chi-square) distribution of the estimates by an amount depending on the number of averaged
-    segments. Caveat: a bright line in a band raises the mean (AM CVn adds ~10 % to the
-    0.5-2 mHz band of a 1-day A or E spectrum).
+    segments. Caveat: a bright line raises the mean (an AM CVn-like source, SNR 8 in one day,
+    adds ~14 % to the 0.5-2 mHz band of a 1-day A or E spectrum).
     """
     f = np.asarray(f, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):

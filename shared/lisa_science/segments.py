@@ -22,9 +22,11 @@ def segment_bounds(n: int, dt: float, duration: float, overlap: float) -> list[t
     if not duration >= dt:
         raise ValueError(f"duration ({duration} s) must be at least one sample (dt={dt} s)")
     if not 0 <= overlap < duration:
-        raise ValueError(f"overlap ({overlap} s) must satisfy 0 <= overlap < duration ({duration} s)")
-    length = int(round(duration / dt))
-    step = length - int(round(overlap / dt))
+        raise ValueError(
+            f"overlap ({overlap} s) must satisfy 0 <= overlap < duration ({duration} s)"
+        )
+    length = round(duration / dt)
+    step = length - round(overlap / dt)
     if step < 1:
         raise ValueError(f"overlap ({overlap} s) leaves less than one sample between segments")
     return [(start, start + length) for start in range(0, n - length + 1, step)]

@@ -41,9 +41,12 @@ def test_stack_status_reports_a_ready_broker(kafka):
     port = kafka.bootstrap_servers.rsplit(":", 1)[1]
     result = subprocess.run(
         [sys.executable, "-m", "lisa_choreo.cli", "stack", "status", "--port", port],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"ready, 1 broker(s)" in result.stdout
+    assert "ready, 1 broker(s)" in result.stdout
     assert f"127.0.0.1:{port}" in result.stdout
     assert "logs:" in result.stdout and "data:" in result.stdout

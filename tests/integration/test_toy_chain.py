@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from choreo import Envelope, codec
 from choreo.publisher import Publisher, make_producer
 from choreo.reader import TopicReader
@@ -16,6 +15,7 @@ from choreo.topology import ensure_topics
 from lisa_choreo import traceview
 from lisa_choreo.processes import ServiceProcess
 from lisa_choreo.topology import topology
+
 from services.toy.events import DESCRIPTIONS, NUMBERS, Description, Number
 from tests.conftest import wait_until
 
@@ -99,13 +99,17 @@ def test_chain_end_to_end_with_one_trace_per_input(chain):
     def complete_traces():
         traces = traceview.by_trace(traceview.read_jsonl(spans_path))
         return [
-            t for t in traces.values()
-            if {s["name"] for s in t} >= {f"process {settings.topic(NUMBERS)}",
-                                          f"process {settings.topic('toy.squares')}"}
+            t
+            for t in traces.values()
+            if {s["name"] for s in t}
+            >= {f"process {settings.topic(NUMBERS)}", f"process {settings.topic('toy.squares')}"}
         ]
 
-    traces = wait_until(lambda: len(complete_traces()) >= 20 and complete_traces(), 30,
-                        "spans of both steps in 20 traces")
+    traces = wait_until(
+        lambda: len(complete_traces()) >= 20 and complete_traces(),
+        30,
+        "spans of both steps in 20 traces",
+    )
     for spans in traces:
         by_name = {s["name"]: s for s in spans}
         square = by_name[f"process {settings.topic(NUMBERS)}"]
@@ -138,7 +142,8 @@ def test_malformed_inputs_are_dead_lettered_and_the_step_goes_on(chain):
     squares = wait_until(lambda: read_all(settings, "toy.squares"), 60, "the good square")
     assert [json.loads(r.value)["square"] for r in squares] == [49]
     dead = wait_until(
-        lambda: (d := read_all(settings, NUMBERS + ".dlq")) and len(d) >= 2 and d, 60,
+        lambda: (d := read_all(settings, NUMBERS + ".dlq")) and len(d) >= 2 and d,
+        60,
         "two dead letters",
     )
     reasons = sorted(dict(r.headers)["dlq_reason"].decode() for r in dead)

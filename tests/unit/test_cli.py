@@ -14,7 +14,11 @@ def test_missing_java_is_explained_in_one_line(tmp_path):
     }
     result = subprocess.run(
         [sys.executable, "-m", "lisa_choreo.cli", "stack", "up", "--port", "19990"],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -26,7 +30,10 @@ def test_missing_java_is_explained_in_one_line(tmp_path):
 def test_unknown_service_is_refused():
     result = subprocess.run(
         [sys.executable, "-m", "lisa_choreo.cli", "run", "no-such-step"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode != 0
     assert "unknown service 'no-such-step'" in result.stderr

@@ -3,10 +3,9 @@
 from typing import ClassVar
 
 import pytest
-
 from choreo import Consumes, Event, Produces, Step
 from choreo.topology import TopicSpec, Topology
-from lisa_choreo.topology import topology
+from lisa_choreo.topology import SERVICE_MODULES, load_service, topology
 
 
 class A(Event):
@@ -51,7 +50,9 @@ def test_step_checks_what_it_may_emit():
 def test_the_deployment_topology_is_consistent():
     topo = topology()  # raises if a step uses a topic the declaration lacks
     names = {t.name for t in topo.all_topics()}
+    for name in SERVICE_MODULES:
+        module = load_service(name)
+        assert module.step.handle is not None or hasattr(module, "main"), name
     for step in topo.steps:
-        assert step.handle is not None, step.name
         for c in step.consumes:
             assert c.topic + ".dlq" in names

@@ -5,7 +5,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from lisa_science.ldc import (
     LDCFormatError,
     TDIData,
@@ -51,7 +50,8 @@ def test_round_trip_with_attributes(tmp_path: Path) -> None:
         assert ds.dtype.names == ("t", "X", "Y", "Z")
         assert ds.attrs["coord"] == "t"
         assert ds.attrs["units"] == "fractional frequency"
-        assert ds.attrs["dt"] == 5.0 and ds.attrs["t0"] == 1000.0
+        assert ds.attrs["dt"] == 5.0
+        assert ds.attrs["t0"] == 1000.0
         np.testing.assert_array_equal(ds["t"][:, 0], 1000.0 + 5.0 * np.arange(64))
 
 
@@ -74,7 +74,8 @@ def test_gaps_nan_are_kept(tmp_path: Path) -> None:
     path = str(tmp_path / "gaps.h5")
     write_ldc(path, TDIData(data.t0, data.dt, x, data.y, data.z))
     back = read_ldc(path)
-    assert np.isnan(back.x[10:20]).all() and np.isfinite(back.x[:10]).all()
+    assert np.isnan(back.x[10:20]).all()
+    assert np.isfinite(back.x[:10]).all()
 
 
 @pytest.mark.parametrize("shape", ["N1", "N"])
@@ -103,7 +104,8 @@ def test_slice_equals_slice_of_full_read(tmp_path: Path, start: int, stop: int) 
     path = str(tmp_path / "tdi.h5")
     write_ldc(path, _data())
     full, part = read_ldc(path), read_ldc_slice(path, start, stop)
-    assert part.t0 == full.t0 + start * full.dt and part.dt == full.dt
+    assert part.t0 == full.t0 + start * full.dt
+    assert part.dt == full.dt
     for name in "xyz":
         np.testing.assert_array_equal(getattr(part, name), getattr(full, name)[start:stop])
     assert ldc_info(path) == (1000.0, 5.0, 64)

@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-
 from lisa_science.noise import s_acc, s_oms, tdi_psd
 
 L = 2.5e9
@@ -30,7 +29,9 @@ def ref_tdi15(f: float, channel: str) -> float:
     if channel == "X":
         return 16 * s2 * (oms + (3 + math.cos(2 * x)) * acc)
     if channel in "AE":
-        return 8 * s2 * ((2 + math.cos(x)) * oms + 2 * (3 + 2 * math.cos(x) + math.cos(2 * x)) * acc)
+        return (
+            8 * s2 * ((2 + math.cos(x)) * oms + 2 * (3 + 2 * math.cos(x) + math.cos(2 * x)) * acc)
+        )
     return 16 * s2 * ((1 - math.cos(x)) * oms + 8 * math.sin(x / 2) ** 4 * acc)
 
 
@@ -70,7 +71,8 @@ def test_michelson_psd_consistent_with_aet_rotation(generation: str) -> None:
 
 def test_zero_and_negative_frequency_give_zero() -> None:
     assert tdi_psd(np.array([0.0, -1e-3]), "A").tolist() == [0.0, 0.0]
-    assert s_oms(0.0) == 0.0 and s_acc(0.0) == 0.0
+    assert s_oms(0.0) == 0.0
+    assert s_acc(0.0) == 0.0
 
 
 def test_tdi2_null_at_c_over_4l() -> None:

@@ -4,13 +4,12 @@ import math
 
 import numpy as np
 import pytest
-from scipy import signal
-
 from lisa_science.noise import tdi_psd
-from lisa_science.quality import quality_mask
 from lisa_science.psd import DEFAULT_BANDS, band_ratios, median_bias, welch_psd
+from lisa_science.quality import quality_mask
 from lisa_science.segments import xyz_to_aet
 from lisa_science.simulate import analytic_tdi_noise
+from scipy import signal
 
 DT = 5.0
 N_DAY = 17280
@@ -77,7 +76,7 @@ def test_band_ratios_unbiased_over_twenty_days() -> None:
 
 def test_gaps_drop_only_the_affected_segments() -> None:
     a, _ = _aet(2 * N_DAY, 3)
-    a[10000:10000 + 5040] = np.nan  # a 7 h gap
+    a[10000 : 10000 + 5040] = np.nan  # a 7 h gap
     f, p = welch_psd(a, DT)
     assert np.all(np.isfinite(p))
     ratios = band_ratios(f, p, tdi_psd(f, "A"))
@@ -109,9 +108,10 @@ def test_median_averaging_bounds_a_glitch_and_masking_removes_it() -> None:
 def test_band_ratios_simple_and_empty_band() -> None:
     f = np.linspace(0, 0.1, 1001)
     model = 1 + f
-    assert band_ratios(f, 2 * model, model, bands=((0.01, 0.02), (0.5, 0.6))) == [2.0, pytest.approx(
-        float("nan"), nan_ok=True
-    )]
+    assert band_ratios(f, 2 * model, model, bands=((0.01, 0.02), (0.5, 0.6))) == [
+        2.0,
+        pytest.approx(float("nan"), nan_ok=True),
+    ]
 
 
 def test_refusals() -> None:

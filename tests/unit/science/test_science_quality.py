@@ -1,7 +1,6 @@
 """Gap and glitch masks, and gap filling."""
 
 import numpy as np
-
 from lisa_science.quality import fill_masked, gap_mask, gap_weights, glitch_mask, quality_mask
 from lisa_science.segments import xyz_to_aet
 from lisa_science.simulate import analytic_tdi_noise
@@ -49,7 +48,9 @@ def test_glitch_mask_ignores_gaps_and_quality_mask_combines() -> None:
     assert glitches[100:200].all()  # gaps are not glitches
     assert not glitches[5000]
     both = quality_mask(a, DT)
-    assert not both[100:200].any() and not both[5000] and both[3000]
+    assert not both[100:200].any()
+    assert not both[5000]
+    assert both[3000]
 
 
 def test_fill_masked_zeros_and_tapers() -> None:
@@ -61,7 +62,8 @@ def test_fill_masked_zeros_and_tapers() -> None:
     np.testing.assert_array_equal(filled[:69], 1.0)  # further than the taper from the gap
     np.testing.assert_array_equal(filled[131:], 1.0)
     ramp_down = filled[69:80]
-    assert np.all(np.diff(ramp_down) < 0) and 0 < ramp_down[-1] < 0.05
+    assert np.all(np.diff(ramp_down) < 0)
+    assert 0 < ramp_down[-1] < 0.05
     np.testing.assert_allclose(filled[120:131], filled[69:80][::-1])  # symmetric ramps
 
 

@@ -4,8 +4,6 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
-
 from lisa_science.noise import tdi_psd
 from lisa_science.search import (
     Candidate,
@@ -16,6 +14,7 @@ from lisa_science.search import (
 )
 from lisa_science.segments import xyz_to_aet
 from lisa_science.simulate import analytic_tdi_noise
+from scipy import stats
 
 DT = 5.0
 N_DAY = 17280
@@ -90,7 +89,8 @@ def test_one_day_am_cvn_like_source_crosses_one_percent_threshold() -> None:
     found = find_candidates(f, stat, threshold, n_bins=n_bins)
     assert len(found) == 1
     assert abs(found[0].frequency - f0) < 1 / duration
-    assert found[0].fap < 0.01 and found[0].snr == pytest.approx(8.0, abs=3.0)
+    assert found[0].fap < 0.01
+    assert found[0].snr == pytest.approx(8.0, abs=3.0)
 
 
 def test_gaps_keep_the_noise_statistic_calibrated() -> None:
@@ -137,7 +137,8 @@ def test_find_candidates_merges_runs_and_respects_band() -> None:
     assert [c.bin_index for c in found] == [11, 15]  # strongest first
     top = found[0]
     assert isinstance(top, Candidate)
-    assert top.frequency == pytest.approx(0.011) and top.statistic == 50.0
+    assert top.frequency == pytest.approx(0.011)
+    assert top.statistic == 50.0
     assert top.snr == pytest.approx(math.sqrt(46.0))
     assert top.fap == pytest.approx(10 * math.exp(-25.0) * 26.0)  # n_bins * chi2_4.sf(50)
     assert find_candidates(f, stat, 100.0) == []

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from lisa_science.segments import aet_to_xyz, segment_bounds, xyz_to_aet
 
 DAY = 86400.0
@@ -14,8 +13,10 @@ def test_contiguous_days() -> None:
 
 def test_half_overlap_and_incomplete_tail_dropped() -> None:
     bounds = segment_bounds(3 * 17280 + 100, 5.0, DAY, DAY / 2)
-    assert bounds[0] == (0, 17280) and bounds[1] == (8640, 25920)
-    assert len(bounds) == 5 and bounds[-1] == (34560, 51840)
+    assert bounds[0] == (0, 17280)
+    assert bounds[1] == (8640, 25920)
+    assert len(bounds) == 5
+    assert bounds[-1] == (34560, 51840)
     assert all(b - a == 17280 for a, b in bounds)
 
 

@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
-from scipy import signal
-
 from lisa_science.noise import tdi_psd
 from lisa_science.psd import DEFAULT_BANDS
 from lisa_science.simulate import analytic_tdi_noise, coloured_noise
+from scipy import signal
 
 DT = 5.0
 
@@ -36,7 +35,7 @@ def test_periodogram_of_coloured_noise_is_unbiased() -> None:
 def test_xyz_auto_and_cross_spectra() -> None:
     rng = np.random.default_rng(6)
     n = 20 * 17280
-    x, y, z = analytic_tdi_noise(n, DT, rng)
+    x, y, _z = analytic_tdi_noise(n, DT, rng)
     nperseg = 2880
     f, s_x = signal.welch(x, fs=1 / DT, nperseg=nperseg)
     _, c_xy = signal.csd(x, y, fs=1 / DT, nperseg=nperseg)

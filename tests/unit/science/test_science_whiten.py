@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
-from scipy import signal
-from scipy.signal import windows
-
 from lisa_science.noise import tdi_psd
 from lisa_science.simulate import coloured_noise
 from lisa_science.whiten import interpolate_psd, whiten, whitened_power
+from scipy import signal
+from scipy.signal import windows
 
 DT = 5.0
 N = 17280
@@ -44,4 +43,7 @@ def test_whitened_power_is_chi2_2() -> None:
 
 def test_interpolate_psd_marks_unknown_bins() -> None:
     out = interpolate_psd([0.0, 0.5, 1.0, 2.0], [0.0, 1.0], [0.0, 4.0])
-    assert np.isnan(out[0]) and out[1] == 2.0 and out[2] == 4.0 and np.isnan(out[3])
+    assert np.isnan(out[0])
+    assert out[1] == 2.0
+    assert out[2] == 4.0
+    assert np.isnan(out[3])

@@ -1,0 +1,128 @@
+"""Binds the conditioning kernels to ``lisa.segments.raw`` -> ``lisa.segments.conditioned``."""
+
+from __future__ import annotations
+
+import numpy as np
+from choreo import Consumes, Emit, Envelope, PermanentError, Produces, Step
+from choreo.store import Store
+from lisa_choreo.events import (
+    SEGMENTS_CONDITIONED,
+    SEGMENTS_RAW,
+    BandRatio,
+    SegmentConditioned,
+    SegmentRaw,
+)
+from lisa_science.calibration import calibrated_model_psd
+from lisa_science.noise import tdi_psd
+from lisa_science.psd import DEFAULT_BANDS, band_ratios, welch_psd
+from lisa_science.quality import fill_masked, gap_mask, quality_mask
+from lisa_science.segments import xyz_to_aet
+from lisa_science.whiten import whiten
+from opentelemetry import trace
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+step = Step(
+    "condition",
+    consumes=[Consumes(SEGMENTS_RAW, SegmentRaw)],
+    produces=[Produces(SEGMENTS_CONDITIONED, SegmentConditioned)],
+    description="quality mask, PSD per channel, whitening",
+)
+_tracer = trace.get_tracer("condition")
+
+
+class ConditionSettings(BaseSettings):
+    """``LISA_CONDITION_*`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="LISA_CONDITION_")
+
+    welch_segment_s: float = Field(4 * 3600.0, gt=0, description="Welch periodogram length (s)")
+    glitch_threshold: float = Field(8.0, gt=0, description="robust z-score flagging a glitch")
+    min_usable_fraction: float = Field(0.25, ge=0, le=1)
+    tdi_generation: str = Field("2.0", description="TDI generation of the data (1.5 or 2.0)")
+    whiten_fmax_hz: float = Field(0.025, gt=0, description="whitened band stops below 30 mHz")
+
+
+SETTINGS = ConditionSettings()
+STORE = Store()
+
+
+@step.handler
+def condition(event: Envelope[SegmentRaw]) -> list[Emit]:
+    raw = event.data
+    timing = raw.timing
+    span = trace.get_current_span()
+    span.set_attributes({"lisa.segment_id": timing.segment_id, "lisa.samples": timing.n_samples})
+    with _tracer.start_as_current_span("load segment"):
+        arrays = STORE.get(raw.data, ["X", "Y", "Z"])
+    x, y, z = (np.asarray(arrays[c], dtype=np.float64) for c in ("X", "Y", "Z"))
+    if x.size != timing.n_samples or not (x.shape == y.shape == z.shape):
+        raise PermanentError("shape-mismatch", f"stored arrays {x.shape} != {timing.n_samples}")
+
+    with _tracer.start_as_current_span("quality mask") as s:
+        gaps = ~(gap_mask(x) & gap_mask(y) & gap_mask(z))
+        if gaps.all():
+            raise PermanentError("no-data", f"segment {timing.segment_id} is all NaN")
+        mask = np.ones(x.size, dtype=bool)
+        for channel in (x, y, z):
+            mask &= quality_mask(channel, timing.dt, threshold=SETTINGS.glitch_threshold)
+        usable = float(mask.mean())
+        s.set_attributes(
+            {
+                "lisa.gap_samples": int(gaps.sum()),
+                "lisa.glitch_samples": int((~mask & ~gaps).sum()),
+                "lisa.usable_fraction": usable,
+            }
+        )
+        if usable < SETTINGS.min_usable_fraction:
+            raise PermanentError(
+                "too-little-data",
+                f"only {usable:.1%} usable (< {SETTINGS.min_usable_fraction:.0%})",
+            )
+
+    with _tracer.start_as_current_span("aet"):
+        a, e, t = xyz_to_aet(*(np.where(mask, c, 0.0) for c in (x, y, z)))
+
+    with _tracer.start_as_current_span("psd") as s:
+        psd: dict[str, np.ndarray] = {}
+        smooth: dict[str, np.ndarray] = {}
+        ratios: list[BandRatio] = []
+        for name, series in (("A", a), ("E", e), ("T", t)):
+            f, p = welch_psd(series, timing.dt, mask, SETTINGS.welch_segment_s)
+            psd[name] = p
+            smooth[name] = calibrated_model_psd(f, p, name, SETTINGS.tdi_generation)
+            model = tdi_psd(f, name, SETTINGS.tdi_generation)
+            for (lo, hi), r in zip(DEFAULT_BANDS, band_ratios(f, p, model), strict=True):
+                ratios.append(BandRatio(channel=name, fmin_hz=lo, fmax_hz=hi, ratio=float(r)))
+        s.set_attribute("lisa.psd_ratio_A_2_5mHz", ratios[1].ratio)
+
+    with _tracer.start_as_current_span("whiten"):
+        filled = {n: fill_masked(v, mask) for n, v in (("A", a), ("E", e), ("T", t))}
+        whitened = {
+            n: whiten(filled[n], timing.dt, f, smooth[n], fmin=1e-4, fmax=SETTINGS.whiten_fmax_hz)
+            for n in ("A", "E")
+        }
+
+    with _tracer.start_as_current_span("store products"):
+        data_ref = STORE.put({**filled, "mask": mask.astype(np.uint8)}, {"t0": timing.t0})
+        psd_ref = STORE.put(
+            {"f": f, **psd, **{f"{n}_smooth": v for n, v in smooth.items()}},
+            {"generation": SETTINGS.tdi_generation},
+        )
+        whitened_ref = STORE.put(whitened)
+
+    return [
+        Emit(
+            SEGMENTS_CONDITIONED,
+            SegmentConditioned(
+                timing=timing,
+                data=data_ref,
+                psd=psd_ref,
+                whitened=whitened_ref,
+                usable_fraction=usable,
+                gap_samples=int(gaps.sum()),
+                glitch_samples=int((~mask & ~gaps).sum()),
+                psd_model_ratio=ratios,
+            ),
+        )
+    ]

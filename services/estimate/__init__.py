@@ -1,0 +1,1 @@
+"""estimate: candidates -> frequency, amplitude and phase with Fisher uncertainties."""

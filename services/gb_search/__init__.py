@@ -1,0 +1,1 @@
+"""gb-search: conditioned segments -> Galactic-binary candidates (A+E whitened periodogram)."""
