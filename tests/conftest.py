@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+
 from choreo.settings import KafkaSettings
 
 
@@ -29,15 +34,85 @@ def kafka() -> Iterator[KafkaSettings]:
     from lisa_choreo import stack
 
     settings = KafkaSettings()
-    host, port = settings.bootstrap_servers.split(",")[0].rsplit(":", 1)
+    port = settings.bootstrap_servers.split(",")[0].rsplit(":", 1)[1]
     node = stack.KafkaNode(port=int(port))
     started = []
     if asyncio.run(stack.probe(settings.bootstrap_servers, 3.0)) is None:
         started = stack.up([node])
     cluster = asyncio.run(stack.probe(settings.bootstrap_servers, 10.0))
-    assert cluster and cluster["cluster_id"], "no real Kafka broker answers metadata requests"
+    assert cluster, "no real Kafka broker answers metadata requests"
+    assert cluster["cluster_id"]
     yield settings
     stack.down(started)
+
+
+def read_all(settings: KafkaSettings, topic: str) -> list:
+    """Every record of a topic as of now, read without a consumer group."""
+    from choreo.reader import TopicReader
+
+    async def collect():
+        async with TopicReader(settings, [topic]) as reader:
+            return await reader.snapshot()
+
+    return asyncio.run(collect())
+
+
+class Services:
+    """Starts services as separate processes bound to one test's topics, store and span file."""
+
+    def __init__(self, settings: KafkaSettings, workdir: Path) -> None:
+        self.settings = settings
+        self.workdir = workdir
+        self.spans = workdir / "spans.jsonl"
+        self.store_uri = (workdir / "store").as_uri()
+        self.env = {
+            "LISA_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "LISA_KAFKA_TOPIC_PREFIX": settings.topic_prefix,
+            "LISA_STORE_URI": self.store_uri,
+            "LISA_CHOREO_HOME": str(workdir / "home"),
+            "OTEL_TRACES_EXPORTER": "jsonl",
+            "LISA_OTEL_JSONL_PATH": str(self.spans),
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        }
+        self.started: list = []
+
+    def start(self, name: str, wait: bool = True, **env: str):
+        from lisa_choreo.processes import ServiceProcess
+
+        proc = ServiceProcess(
+            name, self.workdir / f"{name}-{len(self.started)}.log", {**self.env, **env}
+        ).start()
+        self.started.append(proc)
+        if wait:
+            proc.wait_for_log("step started")
+        return proc
+
+    def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess:
+        """``lisa-choreo <args>`` with this test's settings."""
+        return subprocess.run(
+            [sys.executable, "-m", "lisa_choreo.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+            env={**os.environ, **self.env, **env},
+        )
+
+    def kill_all(self) -> None:
+        for proc in self.started:
+            proc.kill()
+
+
+@pytest.fixture
+def services(prefixed: KafkaSettings, tmp_path: Path) -> Iterator[Services]:
+    """The topology's topics under this test's prefix, and a factory of service processes."""
+    from choreo.topology import ensure_topics
+    from lisa_choreo.topology import topology
+
+    asyncio.run(ensure_topics(prefixed, topology().all_topics()))
+    svc = Services(prefixed, tmp_path)
+    yield svc
+    svc.kill_all()
 
 
 @pytest.fixture

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from opentelemetry import trace
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from choreo import Consumes, Emit, Envelope, PermanentError, Produces, Step
 from choreo.store import Store
 from lisa_choreo.events import (
@@ -18,9 +22,6 @@ from lisa_science.psd import DEFAULT_BANDS, band_ratios, welch_psd
 from lisa_science.quality import fill_masked, gap_mask, quality_mask
 from lisa_science.segments import xyz_to_aet
 from lisa_science.whiten import whiten
-from opentelemetry import trace
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 step = Step(
     "condition",
@@ -92,7 +93,9 @@ def condition(event: Envelope[SegmentRaw]) -> list[Emit]:
             psd[name] = p
             smooth[name] = calibrated_model_psd(f, p, name, SETTINGS.tdi_generation)
             model = tdi_psd(f, name, SETTINGS.tdi_generation)
-            for (lo, hi), r in zip(DEFAULT_BANDS, band_ratios(f, p, model), strict=True):
+            # Glitches are masked already, so the efficient mean average serves the ratios.
+            _, p_mean = welch_psd(series, timing.dt, mask, SETTINGS.welch_segment_s, average="mean")
+            for (lo, hi), r in zip(DEFAULT_BANDS, band_ratios(f, p_mean, model), strict=True):
                 ratios.append(BandRatio(channel=name, fmin_hz=lo, fmax_hz=hi, ratio=float(r)))
         s.set_attribute("lisa.psd_ratio_A_2_5mHz", ratios[1].ratio)
 

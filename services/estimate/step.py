@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import structlog
+from opentelemetry import trace
+
 from choreo import Consumes, Emit, Envelope, Produces, Step
 from choreo.store import Store
 from lisa_choreo.events import (
@@ -14,7 +16,6 @@ from lisa_choreo.events import (
     SourceEstimates,
 )
 from lisa_science.estimate import fit_sinusoid
-from opentelemetry import trace
 
 step = Step(
     "estimate",

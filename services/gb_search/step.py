@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from opentelemetry import trace
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from choreo import Consumes, Emit, Envelope, Produces, Step
 from choreo.store import Store
 from lisa_choreo.events import (
@@ -18,9 +22,6 @@ from lisa_science.search import (
     independent_bins,
     search_statistic,
 )
-from opentelemetry import trace
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 step = Step(
     "gb-search",

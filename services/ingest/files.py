@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from lisa_science.ldc import LDCFormatError, TDIData, ldc_info, read_ldc_slice
 from lisa_science.segments import segment_bounds
 

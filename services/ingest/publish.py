@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import structlog
 from aiokafka import AIOKafkaProducer
+from opentelemetry import trace
+from opentelemetry.trace import Link
+
 from choreo import Envelope, derive_event_id
 from choreo.publisher import Publisher
 from choreo.settings import KafkaSettings
 from choreo.store import Store
 from lisa_choreo.events import SEGMENTS_RAW, SegmentRaw, SegmentTiming
-from opentelemetry import trace
-from opentelemetry.trace import Link
-
 from services.ingest.files import FilePlan
 
 log = structlog.get_logger(__name__)

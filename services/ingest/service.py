@@ -7,11 +7,15 @@ Inbox: every regular ``*.h5``/``*.hdf5`` file that has stopped growing is ingest
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import signal
 from pathlib import Path
 
 import structlog
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from choreo import Produces, Step
 from choreo.logs import configure_logging
 from choreo.settings import KafkaSettings
@@ -19,9 +23,6 @@ from choreo.store import Store
 from choreo.tracing import configure_tracing
 from lisa_choreo.events import SEGMENTS_RAW, SegmentRaw
 from lisa_science.ldc import LDCFormatError
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from services.ingest.files import plan_file
 from services.ingest.publish import IngestResult, publish_file
 
@@ -88,10 +89,8 @@ async def _watch(settings: IngestSettings, kafka: KafkaSettings, stop: asyncio.E
                 log.error("file refused", file=path.name, reason=str(exc))
                 shutil.move(path, inbox / "rejected" / path.name)
                 (inbox / "rejected" / f"{path.name}.reason.txt").write_text(f"{exc}\n")
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), settings.poll_s)
-        except TimeoutError:
-            pass
 
 
 def main() -> int:

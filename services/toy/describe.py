@@ -1,7 +1,6 @@
 """Toy step 2: describes a square in words."""
 
 from choreo import Consumes, Emit, Envelope, Produces, Step
-
 from services.toy.events import DESCRIPTIONS, SQUARES, Description, Square
 
 step = Step(

@@ -2,8 +2,9 @@
 
 from typing import ClassVar
 
-from choreo import Event
 from pydantic import Field
+
+from choreo import Event
 
 NUMBERS = "toy.numbers"
 SQUARES = "toy.squares"

@@ -4,7 +4,6 @@ import os
 import time
 
 from choreo import Consumes, Emit, Envelope, Produces, Step
-
 from services.toy.events import NUMBERS, SQUARES, Number, Square
 
 step = Step(

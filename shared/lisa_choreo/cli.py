@@ -47,7 +47,6 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from choreo.runner import run_step
-
     from lisa_choreo.topology import load_step
 
     return run_step(load_step(args.service))
@@ -55,7 +54,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_topics(args: argparse.Namespace) -> int:
     from choreo.topology import ensure_topics
-
     from lisa_choreo.topology import topology
 
     created = asyncio.run(
@@ -66,7 +64,15 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    import logging
+    import warnings
+
     from lisa_choreo.simulate import DAY, SimulationError, simulate
+
+    # The simulators warn once per source and chunk about file versions: not the operator's news.
+    warnings.filterwarnings("ignore", module="lisaconstants")
+    for name in ("lisaorbits", "lisagwresponse", "pytdi", "lisainstrument"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
     try:
         out = simulate(
@@ -81,7 +87,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from lisa_science.ldc import LDCFormatError
-
     from services.ingest.service import IngestSettings, ingest_file
 
     settings = IngestSettings()
@@ -89,6 +94,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"segment_s": args.segment_s})
     if args.overlap_s is not None:
         settings = settings.model_copy(update={"overlap_s": args.overlap_s})
+    from choreo.tracing import configure_tracing
+
+    provider = configure_tracing("ingest")
     status = 0
     for path in args.files:
         try:
@@ -99,6 +107,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             continue
         verb = "published" if result.published else "already ingested, published nothing for"
         print(f"{path}: {verb} {result.segments} segment(s)")
+    provider.shutdown()
     return status
 
 
@@ -158,7 +167,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from choreo.logs import configure_logging
-
     from lisa_choreo.stack import StackError
 
     if args.command != "run":  # a step configures its own logs, named after it

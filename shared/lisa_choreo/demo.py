@@ -13,7 +13,6 @@ from choreo.reader import TopicReader
 from choreo.settings import KafkaSettings
 from choreo.topology import ensure_topics
 from choreo.tracing import configure_tracing
-
 from lisa_choreo import stack, traceview
 from lisa_choreo.paths import home
 from lisa_choreo.processes import ServiceProcess

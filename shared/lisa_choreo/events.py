@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from choreo import Event
 from choreo.store import ArrayRef
-from pydantic import BaseModel, ConfigDict, Field
 
 SEGMENTS_RAW = "lisa.segments.raw"
 SEGMENTS_CONDITIONED = "lisa.segments.conditioned"

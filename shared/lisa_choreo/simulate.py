@@ -13,6 +13,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+
 from lisa_science.binaries import (
     GalacticBinary,
     load_binary_catalogue,

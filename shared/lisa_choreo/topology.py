@@ -8,7 +8,6 @@ from types import ModuleType
 
 from choreo.step import Step
 from choreo.topology import DAY_MS, TopicSpec, Topology
-
 from lisa_choreo.events import (
     CANDIDATES_GB,
     CATALOG,

@@ -46,6 +46,7 @@ def welch_psd(
     mask: ArrayLike | None = None,
     segment_seconds: float = 4 * 3600.0,
     window: str = "hann",
+    average: str = "median",
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """One-sided Welch PSD (1/Hz) with median averaging over the segments free of masked samples.
 
@@ -56,6 +57,8 @@ def welch_psd(
     periodograms unbiased (no fill, no window distortion) at the cost of variance. The median
     over segments (divided by :func:`median_bias`) is robust to transients such as glitches or
     a loud merger confined to a few segments; a persistent line is not removed by it.
+    ``average="mean"`` trades that robustness for ~30 % less variance (for band ratios of data
+    whose glitches are already masked).
     """
     x = np.asarray(x, dtype=np.float64)
     usable = np.isfinite(x) if mask is None else np.asarray(mask, dtype=bool) & np.isfinite(x)
@@ -72,6 +75,10 @@ def welch_psd(
     f, per_segment = signal.welch(
         segments, fs=1.0 / dt, window=window, nperseg=nperseg, noverlap=0, axis=-1
     )
+    if average == "mean":
+        return f, per_segment.mean(axis=0)
+    if average != "median":
+        raise ValueError(f"average must be 'median' or 'mean', got {average!r}")
     psd = np.median(per_segment, axis=0) / median_bias(len(clean))
     return f, psd
 

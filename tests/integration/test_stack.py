@@ -49,4 +49,5 @@ def test_stack_status_reports_a_ready_broker(kafka):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ready, 1 broker(s)" in result.stdout
     assert f"127.0.0.1:{port}" in result.stdout
-    assert "logs:" in result.stdout and "data:" in result.stdout
+    assert "logs:" in result.stdout
+    assert "data:" in result.stdout

@@ -4,51 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import pytest
+
 from choreo import Envelope, codec
 from choreo.publisher import Publisher, make_producer
-from choreo.reader import TopicReader
 from choreo.settings import KafkaSettings
-from choreo.topology import ensure_topics
 from lisa_choreo import traceview
-from lisa_choreo.processes import ServiceProcess
-from lisa_choreo.topology import topology
-
 from services.toy.events import DESCRIPTIONS, NUMBERS, Description, Number
-from tests.conftest import wait_until
+from tests.conftest import Services, read_all, wait_until
 
 pytestmark = pytest.mark.kafka
 
 
 @pytest.fixture
-def chain(prefixed: KafkaSettings, tmp_path: Path):
+def chain(prefixed: KafkaSettings, services: Services):
     """Topics for this test, and a factory of toy step processes bound to them."""
-    asyncio.run(ensure_topics(prefixed, topology().all_topics()))
-    spans = tmp_path / "spans.jsonl"
-    started: list[ServiceProcess] = []
-
-    def start(name: str, **env: str) -> ServiceProcess:
-        proc = ServiceProcess(
-            name,
-            tmp_path / f"{name}-{len(started)}.log",
-            {
-                "LISA_KAFKA_BOOTSTRAP_SERVERS": prefixed.bootstrap_servers,
-                "LISA_KAFKA_TOPIC_PREFIX": prefixed.topic_prefix,
-                "OTEL_TRACES_EXPORTER": "jsonl",
-                "LISA_OTEL_JSONL_PATH": str(spans),
-                "OTEL_BSP_SCHEDULE_DELAY": "100",
-                **env,
-            },
-        ).start()
-        started.append(proc)
-        proc.wait_for_log("step started")
-        return proc
-
-    yield prefixed, start, spans
-    for proc in started:
-        proc.kill()
+    return prefixed, services.start, services.spans
 
 
 def publish_numbers(settings: KafkaSettings, values: range) -> list[Envelope]:
@@ -64,14 +36,6 @@ def publish_numbers(settings: KafkaSettings, values: range) -> list[Envelope]:
 
     asyncio.run(send())
     return envelopes
-
-
-def read_all(settings: KafkaSettings, topic: str) -> list:
-    async def collect():
-        async with TopicReader(settings, [topic]) as reader:
-            return await reader.snapshot()
-
-    return asyncio.run(collect())
 
 
 def descriptions(settings: KafkaSettings) -> list[Envelope]:
@@ -153,7 +117,8 @@ def test_malformed_inputs_are_dead_lettered_and_the_step_goes_on(chain):
     h = {k: v.decode() for k, v in first.headers}
     assert h["dlq_service"] == "toy-square"
     assert h["dlq_topic"] == NUMBERS
-    assert h["dlq_partition"].isdigit() and h["dlq_offset"].isdigit()
+    assert h["dlq_partition"].isdigit()
+    assert h["dlq_offset"].isdigit()
     assert square.alive
 
 

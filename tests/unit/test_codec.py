@@ -4,6 +4,7 @@ import json
 from typing import ClassVar
 
 import pytest
+
 from choreo import Emit, Envelope, Event, derive_event_id
 from choreo.codec import MAX_BODY_BYTES, decode, encode, header_map
 from choreo.errors import DecodeError

@@ -3,6 +3,7 @@
 from typing import ClassVar
 
 import pytest
+
 from choreo import Consumes, Event, Produces, Step
 from choreo.topology import TopicSpec, Topology
 from lisa_choreo.topology import SERVICE_MODULES, load_service, topology

@@ -2,10 +2,11 @@
 
 import json
 
-from choreo import tracing
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+from choreo import tracing
 
 
 def test_context_survives_a_trip_through_kafka_headers(tmp_path):

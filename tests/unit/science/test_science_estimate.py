@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pytest
+
 from lisa_science.estimate import SinusoidFit, fit_sinusoid
 from lisa_science.noise import tdi_psd
 from lisa_science.segments import xyz_to_aet

@@ -5,6 +5,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+
 from lisa_science.ldc import (
     LDCFormatError,
     TDIData,

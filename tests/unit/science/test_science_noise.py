@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+
 from lisa_science.noise import s_acc, s_oms, tdi_psd
 
 L = 2.5e9

@@ -4,12 +4,13 @@ import math
 
 import numpy as np
 import pytest
+from scipy import signal
+
 from lisa_science.noise import tdi_psd
 from lisa_science.psd import DEFAULT_BANDS, band_ratios, median_bias, welch_psd
 from lisa_science.quality import quality_mask
 from lisa_science.segments import xyz_to_aet
 from lisa_science.simulate import analytic_tdi_noise
-from scipy import signal
 
 DT = 5.0
 N_DAY = 17280

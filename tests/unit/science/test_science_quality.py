@@ -1,6 +1,7 @@
 """Gap and glitch masks, and gap filling."""
 
 import numpy as np
+
 from lisa_science.quality import fill_masked, gap_mask, gap_weights, glitch_mask, quality_mask
 from lisa_science.segments import xyz_to_aet
 from lisa_science.simulate import analytic_tdi_noise

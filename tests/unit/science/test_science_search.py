@@ -4,6 +4,8 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from lisa_science.noise import tdi_psd
 from lisa_science.search import (
     Candidate,
@@ -14,7 +16,6 @@ from lisa_science.search import (
 )
 from lisa_science.segments import xyz_to_aet
 from lisa_science.simulate import analytic_tdi_noise
-from scipy import stats
 
 DT = 5.0
 N_DAY = 17280

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from lisa_science.segments import aet_to_xyz, segment_bounds, xyz_to_aet
 
 DAY = 86400.0

@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
+from scipy import signal
+
 from lisa_science.noise import tdi_psd
 from lisa_science.psd import DEFAULT_BANDS
 from lisa_science.simulate import analytic_tdi_noise, coloured_noise
-from scipy import signal
 
 DT = 5.0
 

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+
 from lisa_science.noise import tdi_psd
 from lisa_science.search import independent_bins, search_statistic
 from lisa_science.segments import segment_bounds, xyz_to_aet

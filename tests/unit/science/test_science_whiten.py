@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
+from scipy import signal
+from scipy.signal import windows
+
 from lisa_science.noise import tdi_psd
 from lisa_science.simulate import coloured_noise
 from lisa_science.whiten import interpolate_psd, whiten, whitened_power
-from scipy import signal
-from scipy.signal import windows
 
 DT = 5.0
 N = 17280
