@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import numpy as np
+
 from choreo.store import ArrayRef, Store
 from lisa_choreo.events import CatalogSource
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lisa_choreo.paths import home
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lisa_choreo.paths import home
 
 
 class CatalogSettings(BaseSettings):

@@ -16,10 +16,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
+
 from choreo.errors import PermanentError
 from lisa_choreo.events import CatalogSource, SourceEstimate, SourceEstimates
 from lisa_science.cataloguing import Estimate, promote, summarise
-from numpy.typing import NDArray
 
 STATE_VERSION = 1
 

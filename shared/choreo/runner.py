@@ -159,8 +159,13 @@ class StepRunner:
                 )
                 structlog.contextvars.bind_contextvars(event_id=envelope.id)
                 emits, _ = await self._handle_with_retries(envelope)
-                log.info("processed", event_type=envelope.type, subject=envelope.subject,
-                         outputs=len(emits), ms=round((time.time() - started) * 1000, 1))
+                log.info(
+                    "processed",
+                    event_type=envelope.type,
+                    subject=envelope.subject,
+                    outputs=len(emits),
+                    ms=round((time.time() - started) * 1000, 1),
+                )
                 return [
                     await publisher.send(emit.topic, emit.child_of(envelope, self.step.name))
                     for emit in emits

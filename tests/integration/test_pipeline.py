@@ -67,7 +67,8 @@ def test_psd_of_one_day_of_analytic_noise_matches_the_scird_model(services: Serv
     run_steps(services)
     ingest(services, simulate(services, "noise.h5", 1, "--sources", "none", "--seed", "11"))
     (seg,) = wait_until(
-        lambda: events(services.settings, SEGMENTS_CONDITIONED, SegmentConditioned), 90,
+        lambda: events(services.settings, SEGMENTS_CONDITIONED, SegmentConditioned),
+        90,
         "a conditioned segment",
     )
     for r in seg.data.psd_model_ratio:
@@ -84,7 +85,8 @@ def test_am_cvn_is_found_in_one_day_with_all_verification_binaries(services: Ser
     run_steps(services)
     ingest(services, simulate(services, "vb.h5", 1, "--sources", "verification", "--seed", "5"))
     (est,) = wait_until(
-        lambda: events(services.settings, SOURCES_ESTIMATES, SourceEstimates), 120,
+        lambda: events(services.settings, SOURCES_ESTIMATES, SourceEstimates),
+        120,
         "estimates of the segment",
     )
     (cands,) = events(services.settings, CANDIDATES_GB, CandidatesGB)
@@ -105,8 +107,11 @@ def test_ten_days_of_noise_give_no_more_false_candidates_than_the_fap(services: 
     run_steps(services)
     ingest(services, simulate(services, "noise10.h5", 10, "--sources", "none", "--seed", "21"))
     found = wait_until(
-        lambda: (e := events(services.settings, CANDIDATES_GB, CandidatesGB)) and len(e) >= 10
-        and e, 180, "10 search results",
+        lambda: (
+            (e := events(services.settings, CANDIDATES_GB, CandidatesGB)) and len(e) >= 10 and e
+        ),
+        180,
+        "10 search results",
     )
     false_alarms = sum(len(e.data.candidates) for e in found)
     assert false_alarms <= 1
@@ -144,8 +149,9 @@ def test_bad_files_are_refused_and_reingest_publishes_nothing(services: Services
 def test_a_segment_flow_is_one_trace_through_every_service(services: Services):
     run_steps(services)
     ingest(services, simulate(services, "t.h5", 1, "--sources", "none", "--seed", "2"))
-    wait_until(lambda: events(services.settings, SOURCES_ESTIMATES, SourceEstimates), 90,
-               "the estimates")
+    wait_until(
+        lambda: events(services.settings, SOURCES_ESTIMATES, SourceEstimates), 90, "the estimates"
+    )
 
     def traced_services():
         spans = traceview.read_jsonl(services.spans)
@@ -156,6 +162,7 @@ def test_a_segment_flow_is_one_trace_through_every_service(services: Services):
         ]
 
     wait_until(
-        lambda: any(t >= {"ingest", *SCIENCE_STEPS} for t in traced_services()), 30,
+        lambda: any(t >= {"ingest", *SCIENCE_STEPS} for t in traced_services()),
+        30,
         "one trace holding ingest, condition, gb-search and estimate spans",
     )

@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from lisa_science.cataloguing import (
     Cluster,
     Estimate,
@@ -17,7 +19,6 @@ from lisa_science.cataloguing import (
     source_id_for,
     summarise,
 )
-from scipy import stats
 
 N_BINS = 3500
 DF = 1 / (2 * 86400.0)  # a one-day segment zero-padded by 2

@@ -1,0 +1,530 @@
+"""``catalog``: stacks every segment's statistic spectrum, promotes and names sources, and keeps
+the catalogue on the compacted ``lisa.catalog`` topic (latest state per source id).
+
+A faust-streaming app, because the stack is state that must survive a crash: it lives in a faust
+table whose changelog topic in Kafka rebuilds it at start (``memory://`` store by default).
+
+Two agents, because a table must be co-partitioned with the stream that updates it, while the
+input is keyed by segment and the stack is global over segments of one frequency grid:
+
+1. ``route`` reads ``lisa.sources.estimates`` (raw bytes + headers), validates the CloudEvent
+   (dead-letters what it cannot decode), and forwards the record untouched to the internal topic
+   ``<app id>-by-grid`` keyed by grid (``dt``, ``n_samples``, number of bins), provenance in
+   ``catalog_src_*`` headers;
+2. ``stack`` reads ``<app id>-by-grid``: one grid, one partition, one table key. Per segment: skip
+   it if its id is already counted (redelivery or duplicate), read its statistic from the
+   claim-check store (SHA-256 verified), refuse another grid (``grid-mismatch``), add it,
+   promote, publish every source whose state changed and wait for the broker's acks, THEN write
+   the table (one JSON value holding stack + counted ids + sources, see ``state``), then rewrite
+   the products.
+
+Why this is exactly-once in effect, with at-least-once delivery: faust flushes the table's
+changelog before it commits input offsets, and outputs are acknowledged before the table write.
+A crash before the table write replays the segment and republishes the same updates with the
+same deterministic ids (derived from the source id and the set of stacked segments); a crash
+after it replays the segment, which is then recognised as counted and ignored. The catalogue
+ends with each source once and the same stacked statistics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import numpy as np
+import structlog
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from choreo import Consumes, Envelope, Produces, Step, codec, derive_event_id, tracing
+from choreo.deadletter import DeadLetters, Failure
+from choreo.errors import DecodeError, PermanentError, TransientError
+from choreo.logs import configure_logging
+from choreo.publisher import Publisher, default_client_id, make_producer
+from choreo.reader import TopicReader
+from choreo.settings import KafkaSettings, StepSettings
+from choreo.store import ArrayRef, Store
+from lisa_choreo.events import CATALOG, SOURCES_ESTIMATES, CatalogSource, SourceEstimates
+from services.catalog.products import write_products
+from services.catalog.settings import CatalogSettings
+from services.catalog.state import GridStack, decode_state, grid_key, to_estimate
+
+SERVICE = "catalog"
+
+step = Step(
+    SERVICE,
+    consumes=[Consumes(SOURCES_ESTIMATES, SourceEstimates)],
+    produces=[Produces(CATALOG, CatalogSource)],
+    description="stacks segment statistics per frequency bin, promotes and names sources; "
+    "a faust app with changelog-backed tables (runs its own worker, not the step runner)",
+)
+
+log = structlog.get_logger(__name__)
+_tracer = trace.get_tracer("choreo")
+_TYPES = {SourceEstimates.ce_type: SourceEstimates}
+_SRC = "catalog_src_"
+_TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+@dataclass(frozen=True)
+class OriginalRecord:
+    """The input record as it was on the input topic (what a dead letter must carry)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+def forward_headers(message: Any) -> list[tuple[str, bytes]]:
+    """Headers for the by-grid hop: the CloudEvent's, its trace context set aside, provenance."""
+    headers: list[tuple[str, bytes]] = []
+    for name, value in message.headers or ():
+        if name.startswith(_SRC):
+            continue
+        headers.append((_SRC + name if name in _TRACE_HEADERS else name, value))
+    headers += [
+        (_SRC + "topic", message.topic.encode()),
+        (_SRC + "partition", str(message.partition).encode()),
+        (_SRC + "offset", str(message.offset).encode()),
+    ]
+    if message.key is not None:
+        headers.append((_SRC + "key", message.key))
+    return headers
+
+
+def original_record(message: Any) -> OriginalRecord:
+    """Undo :func:`forward_headers`: the record as the producer wrote it."""
+    src = {k.removeprefix(_SRC): v for k, v in message.headers or () if k.startswith(_SRC)}
+    headers = [(k, v) for k, v in message.headers or () if not k.startswith(_SRC)]
+    headers = [(k, v) for k, v in headers if k not in _TRACE_HEADERS]
+    headers += [(k, src[k]) for k in _TRACE_HEADERS if k in src]
+    return OriginalRecord(
+        topic=src.get("topic", message.topic.encode()).decode(),
+        partition=int(src.get("partition", b"-1")),
+        offset=int(src.get("offset", b"-1")),
+        key=src.get("key"),
+        value=message.value,
+        headers=headers,
+    )
+
+
+def current_traceparent() -> str | None:
+    carrier: list[tuple[str, bytes]] = []
+    tracing.inject(carrier)
+    return next((v.decode() for k, v in carrier if k == "traceparent"), None)
+
+
+def _link(traceparent: str) -> Link | None:
+    ctx = trace.get_current_span(
+        tracing.extract([("traceparent", traceparent.encode())])
+    ).get_span_context()
+    return Link(ctx) if ctx.is_valid else None
+
+
+def _credentials(kafka: KafkaSettings) -> Any:
+    """Faust's form of the runtime's security settings (its clients are aiokafka's too)."""
+    ssl_context = None
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        ssl_context = create_ssl_context(cafile=kafka.ssl_cafile)
+    if kafka.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
+            ssl_context=ssl_context,
+            mechanism=kafka.sasl_mechanism,
+        )
+    if ssl_context is not None:
+        return faust.SSLCredentials(ssl_context)
+    return None
+
+
+class Catalog:
+    """The faust app, its topics, its table and its two agents."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings | None = None,
+        settings: CatalogSettings | None = None,
+        step_settings: StepSettings | None = None,
+    ) -> None:
+        self.kafka = kafka or KafkaSettings()
+        self.settings = settings or CatalogSettings()
+        self.step_settings = step_settings or StepSettings()
+        self.store = Store()
+        self.app_id = self.kafka.topic(SERVICE)  # the prefix isolates group, tables, topics
+        data_dir = self.settings.data_path(self.app_id)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        session = self.settings.session_timeout_s
+        self.app = faust.App(
+            self.app_id,
+            broker=[f"kafka://{h.strip()}" for h in self.kafka.bootstrap_servers.split(",")],
+            broker_credentials=_credentials(self.kafka),
+            store=self.settings.store,
+            datadir=str(data_dir),
+            topic_partitions=self.settings.partitions,
+            topic_replication_factor=self.settings.replication,
+            broker_session_timeout=session,
+            broker_heartbeat_interval=min(3.0, session / 4),
+            broker_commit_interval=self.settings.commit_interval_s,
+            consumer_auto_offset_reset="earliest",
+            key_serializer="raw",
+            value_serializer="raw",
+            web_enabled=False,
+        )
+        self.source_topic = self.app.topic(
+            self.kafka.topic(SOURCES_ESTIMATES), key_serializer="raw", value_serializer="raw"
+        )
+        self.by_grid = self.app.topic(
+            f"{self.app_id}-by-grid",
+            partitions=self.settings.partitions,
+            replicas=self.settings.replication,
+            internal=True,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.stacks = self.app.Table(
+            "stacks",
+            default=None,
+            partitions=self.settings.partitions,
+            help="grid key -> GridStack JSON: per-bin sums, counted segment ids, sources",
+        )
+        self.app.agent(self.source_topic, name=f"{self.app_id}.route")(self._route)
+        self.app.agent(self.by_grid, name=f"{self.app_id}.stack")(self._stack)
+        self.app.on_startup_finished = self._started
+        self.app.on_before_shutdown.connect(self._close)
+        self._outputs_lock = asyncio.Lock()
+        self._producer: Any = None
+        self._publisher: Publisher | None = None
+        self._dead_letters: DeadLetters | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def _outputs(self) -> tuple[Publisher, DeadLetters]:
+        """The runtime's idempotent acks=all producer, for outputs and dead letters."""
+        async with self._outputs_lock:
+            if self._publisher is None:
+                producer = make_producer(self.kafka, default_client_id(SERVICE))
+                await producer.start()
+                self._producer = producer
+                self._publisher = Publisher(producer, self.kafka)
+                self._dead_letters = DeadLetters(self._publisher, SERVICE)
+        assert self._dead_letters is not None
+        return self._publisher, self._dead_letters
+
+    async def _started(self) -> None:
+        """Called by faust once the table is recovered from its changelog."""
+        await self._outputs()
+        grids = {key: len(decode_state(v).segments) for key, v in self.stacks.items()}
+        if grids:
+            await self._write_products()
+        log.info(
+            "catalog started",
+            topics=[self.source_topic.get_topic_name(), self.by_grid.get_topic_name()],
+            recovered_segments=grids,
+        )
+
+    async def _close(self, *_: Any, **__: Any) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+        log.info("catalog stopped")
+
+    # -- agent 1: route each input to the partition that owns its grid ----------------------
+
+    async def _route(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await self._route_one(event.message)
+
+    async def _route_one(self, message: Any) -> None:
+        with self._consumer_span(message, message.headers) as span:
+            try:
+                envelope = codec.decode(message.key, message.value, message.headers, _TYPES)
+                self._describe(span, envelope)
+                key = grid_key(envelope.data)
+                if envelope.data.n_independent_bins < 1:
+                    raise PermanentError("bad-statistic", "n_independent_bins must be >= 1")
+            except PermanentError as exc:
+                await self._dead_letter(message, exc, 1, span)
+                return
+            headers = forward_headers(message)
+            topic = self.by_grid.get_topic_name()
+            with _tracer.start_as_current_span(
+                f"send {topic}",
+                kind=SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "send",
+                    "messaging.destination.name": topic,
+                    "messaging.kafka.message.key": key,
+                    "messaging.message.id": envelope.id,
+                },
+            ):
+                tracing.inject(headers)
+                delivery = await self.by_grid.send(
+                    key=key.encode(), value=message.value, headers=headers, force=True
+                )
+            await delivery  # acknowledged before faust may commit the input's offset
+
+    # -- agent 2: stack, promote, publish, then persist ------------------------------------
+
+    async def _stack(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await self._stack_one(event.message)
+
+    async def _stack_one(self, message: Any) -> None:
+        original = original_record(message)
+        with self._consumer_span(message, message.headers) as span:
+            try:
+                envelope = codec.decode(original.key, original.value, original.headers, _TYPES)
+                self._describe(span, envelope)
+                await self._count(message.key.decode(), envelope, span)
+            except (PermanentError, TransientError) as exc:
+                await self._dead_letter(original, exc, getattr(exc, "attempts", 1), span)
+            except Exception as exc:  # a bug: dead-letter the input rather than stop the agent
+                log.exception("catalog failed on an input")
+                error = PermanentError("handler-error", f"{type(exc).__name__}: {exc}")
+                await self._dead_letter(original, error, 1, span)
+
+    async def _count(self, key: str, envelope: Envelope[Any], span: trace.Span) -> None:
+        data: SourceEstimates = envelope.data
+        segment_id = data.timing.segment_id
+        span.set_attributes({"lisa.grid": key, "lisa.segment_id": segment_id})
+        stack = decode_state(self.stacks.get(key))
+        if stack is not None and segment_id in stack.segments:
+            span.set_attribute("lisa.duplicate", True)
+            log.info("segment already counted, ignored", segment_id=segment_id, grid=key)
+            return
+        arrays = await self._load(data.statistic)
+        f = np.asarray(arrays["f"], dtype=np.float64)
+        stat = np.asarray(arrays["stat"], dtype=np.float64)
+        if f.ndim != 1 or stat.shape != f.shape or f.size < 2:
+            raise PermanentError("bad-statistic", f"f {f.shape} and stat {stat.shape} unusable")
+        if stack is None:
+            stack = GridStack.new(f, data.n_independent_bins)
+        else:
+            stack.check_grid(f, data.n_independent_bins)
+        estimates = [to_estimate(segment_id, e) for e in data.estimates]
+        stack = stack.add(
+            segment_id, stat, estimates, current_traceparent(), self.settings.max_links
+        )
+        stack = stack.promote(self.settings.fap, self.settings.merge_bins)
+        changed = stack.changed(self.settings.association_bins)
+        publisher, _ = await self._outputs()
+        deliveries = [await self._publish(publisher, body, stack, envelope) for body in changed]
+        await asyncio.gather(*deliveries)
+        self.stacks[key] = stack.mark_published(changed).to_json()
+        span.set_attributes({"lisa.n_segments": len(stack.segments), "lisa.updates": len(changed)})
+        log.info(
+            "segment stacked",
+            segment_id=segment_id,
+            grid=key,
+            n_segments=len(stack.segments),
+            sources=len(stack.sources or {}),
+            updates=[b.source_id for b in changed],
+        )
+        if changed:
+            await self._write_products()
+
+    async def _publish(
+        self, publisher: Publisher, body: CatalogSource, stack: GridStack, cause: Envelope[Any]
+    ) -> asyncio.Future:
+        """One source update, in a span linked to the trace of every contributing segment."""
+        links = [lk for lk in map(_link, stack.traceparents) if lk is not None]
+        with _tracer.start_as_current_span(
+            f"catalog update {body.source_id}",
+            kind=SpanKind.INTERNAL,
+            links=links,
+            attributes={
+                "lisa.source_id": body.source_id,
+                "lisa.n_segments": body.n_segments,
+                "lisa.stacked_snr": body.stacked_snr,
+                "lisa.contributing_traces": len(links),
+            },
+        ):
+            envelope = Envelope(
+                id=derive_event_id(body.source_id, SERVICE, stack.version()),
+                source=SERVICE,
+                data=body,
+                correlation_id=cause.correlation_id,
+                causation_id=cause.id,
+                subject=body.source_id,
+                key=body.source_id,
+            )
+            return await publisher.send(CATALOG, envelope)
+
+    async def _load(self, ref: ArrayRef) -> dict[str, np.ndarray]:
+        """The statistic from the claim-check store; transient failures retried with backoff."""
+        attempt = 1
+        while True:
+            try:
+                return await asyncio.to_thread(self.store.get, ref, ["f", "stat"])
+            except TransientError as exc:
+                if attempt > self.step_settings.max_retries:
+                    exc.attempts = attempt  # type: ignore[attr-defined]
+                    raise
+                delay = min(
+                    self.step_settings.retry_backoff_max_s,
+                    self.step_settings.retry_backoff_s * 2 ** (attempt - 1),
+                ) * random.uniform(0.5, 1.0)
+                log.warning("store unavailable, retrying", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    async def _write_products(self) -> None:
+        """Rewrite catalog.csv / catalog.h5 from every grid this worker owns."""
+        bodies = [
+            body
+            for value in self.stacks.values()
+            for body in decode_state(value).catalogue(self.settings.association_bins)
+        ]
+        directory = self.settings.products_path()
+        try:
+            ref = await asyncio.to_thread(write_products, bodies, directory, self.store)
+        except (OSError, TransientError) as exc:  # the topic stays right; retried next change
+            log.error("catalogue products not written", error=str(exc), directory=str(directory))
+            return
+        log.info(
+            "catalogue products written",
+            directory=str(directory),
+            sources=len(bodies),
+            sha256=ref.sha256,
+        )
+
+    # -- tracing and dead letters, as the step runner does them -----------------------------
+
+    def _consumer_span(self, message: Any, headers: Sequence[tuple[str, bytes]] | None):
+        return _tracer.start_as_current_span(
+            f"process {message.topic}",
+            context=tracing.extract(headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": message.topic,
+                "messaging.destination.partition.id": str(message.partition),
+                "messaging.kafka.offset": message.offset,
+                "messaging.consumer.group.name": self.app_id,
+                "lisa.step": SERVICE,
+                "lisa.queue_wait_ms": max(0.0, time.time() - (message.timestamp or time.time()))
+                * 1e3,
+            },
+        )
+
+    @staticmethod
+    def _describe(span: trace.Span, envelope: Envelope[Any]) -> None:
+        span.set_attributes(
+            {
+                "messaging.message.id": envelope.id,
+                "cloudevents.event_type": envelope.type,
+                "cloudevents.event_subject": envelope.subject or "",
+                "lisa.correlation_id": envelope.correlation_id,
+            }
+        )
+
+    async def _dead_letter(
+        self, record: Any, exc: Exception, attempts: int, span: trace.Span
+    ) -> None:
+        reason = getattr(exc, "reason", "transient-exhausted")
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, f"{reason}: {exc}"))
+        span.set_attribute("lisa.dead_letter_reason", reason)
+        log.error(
+            "input dead-lettered",
+            reason=reason,
+            error=str(exc),
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+        _, dead_letters = await self._outputs()
+        await (
+            await dead_letters.send(record, Failure(reason=reason, error=exc, attempts=attempts))
+        )
+
+
+# -- entry points ---------------------------------------------------------------------------
+
+
+def main() -> int:
+    """Run the faust worker until SIGTERM/SIGINT (in-flight input finished, offsets committed,
+    exit 0). Logs are the runtime's JSON lines; faust's own chatter only from WARNING."""
+    configure_logging(SERVICE)
+    root_level = logging.getLogger().level
+    for name in ("faust", "mode"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root_level))
+    provider = tracing.configure_tracing(SERVICE)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    catalog = Catalog()
+    worker = faust.Worker(
+        catalog.app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False
+    )
+    code = 0
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    finally:
+        provider.shutdown()
+    return code
+
+
+async def read_catalogue(settings: KafkaSettings | None = None) -> list[CatalogSource]:
+    """The current catalogue: the latest record per source id on ``lisa.catalog``, by frequency.
+
+    Reads to the end offsets as of now without a consumer group (commits nothing), so it works
+    whether the compacted topic has been cleaned yet or not.
+    """
+    settings = settings or KafkaSettings()
+    async with TopicReader(settings, [CATALOG]) as reader:
+        records = await reader.snapshot()
+    latest: dict[bytes | None, Any] = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        latest[record.key] = record
+    out = []
+    for record in latest.values():
+        if record.value is None:  # a tombstone: the source was removed
+            continue
+        try:
+            out.append(
+                codec.decode(
+                    record.key, record.value, record.headers, {CatalogSource.ce_type: CatalogSource}
+                ).data
+            )
+        except DecodeError as exc:
+            log.warning("unreadable catalogue record skipped", reason=exc.reason)
+    return sorted(out, key=lambda s: (s.frequency_hz, s.source_id))
+
+
+def format_catalogue(sources: Sequence[CatalogSource]) -> str:
+    """The catalogue as a fixed-width table, for ``lisa-choreo catalog``."""
+    header = (
+        f"{'source':<16} {'f (Hz)':>14} {'sigma_f (Hz)':>12} {'bin':>6} {'stack':>10} "
+        f"{'SNR':>7} {'FAP':>9} {'segs':>5} {'ests':>5} {'amplitude':>10}"
+    )
+    lines = [header]
+    for s in sources:
+        amplitude = f"{s.mean_amplitude:10.3e}" if s.mean_amplitude is not None else f"{'-':>10}"
+        lines.append(
+            f"{s.source_id:<16} {s.frequency_hz:14.9e} {s.sigma_frequency_hz:12.3e} "
+            f"{s.frequency_bin:6d} {s.stacked_statistic:10.1f} {s.stacked_snr:7.2f} "
+            f"{s.fap:9.2e} {s.n_segments:5d} {s.n_estimates:5d} {amplitude}"
+        )
+    lines.append(f"{len(sources)} source(s)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
