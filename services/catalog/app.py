@@ -202,7 +202,6 @@ class Catalog:
         )
         self.app.agent(self.source_topic, name=f"{self.app_id}.route")(self._route)
         self.app.agent(self.by_grid, name=f"{self.app_id}.stack")(self._stack)
-        self.app.on_startup_finished = self._started
         self.app.on_before_shutdown.connect(self._close)
         self._outputs_lock = asyncio.Lock()
         self._producer: Any = None
@@ -223,14 +222,16 @@ class Catalog:
         assert self._dead_letters is not None
         return self._publisher, self._dead_letters
 
-    async def _started(self) -> None:
-        """Called by faust once the table is recovered from its changelog."""
+    async def started(self) -> None:
+        """Called once the table is recovered from its changelog (see ``_Worker``)."""
         await self._outputs()
         grids = {key: len(decode_state(v).segments) for key, v in self.stacks.items()}
         if grids:
             await self._write_products()
+        # The runner's wording, so tools waiting for a step to be up treat this one alike.
         log.info(
-            "catalog started",
+            "step started",
+            step=SERVICE,
             topics=[self.source_topic.get_topic_name(), self.by_grid.get_topic_name()],
             recovered_segments=grids,
         )
@@ -324,6 +325,8 @@ class Catalog:
         publisher, _ = await self._outputs()
         deliveries = [await self._publish(publisher, body, stack, envelope) for body in changed]
         await asyncio.gather(*deliveries)
+        if self.settings.delay_s:
+            await asyncio.sleep(self.settings.delay_s)
         self.stacks[key] = stack.mark_published(changed).to_json()
         span.set_attributes({"lisa.n_segments": len(stack.segments), "lisa.updates": len(changed)})
         log.info(
@@ -457,6 +460,22 @@ class Catalog:
 # -- entry points ---------------------------------------------------------------------------
 
 
+class _Worker(faust.Worker):
+    """faust's worker, quiet (no banner, no spinner, the runtime's logging) and telling the
+    catalogue when the app is fully started (the worker owns ``app.on_startup_finished``)."""
+
+    def __init__(self, catalog: Catalog, **kwargs: Any) -> None:
+        super().__init__(
+            catalog.app, quiet=True, override_logging=False, redirect_stdouts=False, **kwargs
+        )
+        self.spinner = None
+        self._catalog = catalog
+
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        await self._catalog.started()
+
+
 def main() -> int:
     """Run the faust worker until SIGTERM/SIGINT (in-flight input finished, offsets committed,
     exit 0). Logs are the runtime's JSON lines; faust's own chatter only from WARNING."""
@@ -468,9 +487,7 @@ def main() -> int:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     catalog = Catalog()
-    worker = faust.Worker(
-        catalog.app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False
-    )
+    worker = _Worker(catalog, loop=loop)
     code = 0
     try:
         worker.execute_from_commandline()

@@ -52,6 +52,13 @@ class CatalogSettings(BaseSettings):
         None, description="faust's working directory; default $LISA_CHOREO_HOME/catalog/<app id>"
     )
 
+    delay_s: float = Field(
+        0.0,
+        ge=0,
+        description="pause between publishing a segment's updates and persisting it; only for "
+        "fault-injection tests and demos, to widen the window a crash must survive",
+    )
+
     def products_path(self) -> Path:
         return self.products_dir or home() / "products" / "catalog"
 

@@ -14,15 +14,17 @@ recognisable. SIGTERM/SIGINT stop fetching; the batch in hand finishes and is co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import random
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -78,35 +80,86 @@ class StepRunner:
 
     async def run(self) -> None:
         client_id = self.settings.client_id or default_client_id(self.step.name)
-        consumer = AIOKafkaConsumer(
-            **self.kafka.client_options(),
-            client_id=client_id,
-            group_id=self.settings.group_id or self.kafka.topic(self.step.name),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            session_timeout_ms=self.settings.session_timeout_ms,
-            max_poll_interval_ms=self.settings.max_poll_interval_ms,
-        )
-        consumer.subscribe(list(self._types), listener=_CommitBeforeRevoke(self._lock))
-        producer = make_producer(self.kafka, client_id)
-        await producer.start()
-        publisher = Publisher(producer, self.kafka)
-        dead_letters = DeadLetters(publisher, self.step.name)
+
+        def make_consumer() -> AIOKafkaConsumer:
+            consumer = AIOKafkaConsumer(
+                **self.kafka.client_options(),
+                client_id=client_id,
+                group_id=self.settings.group_id or self.kafka.topic(self.step.name),
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+                session_timeout_ms=self.settings.session_timeout_ms,
+                max_poll_interval_ms=self.settings.max_poll_interval_ms,
+            )
+            consumer.subscribe(list(self._types), listener=_CommitBeforeRevoke(self._lock))
+            return consumer
+
+        producer = await self._start_with_backoff(lambda: make_producer(self.kafka, client_id))
+        if producer is None:
+            return
+        consumer = await self._start_with_backoff(make_consumer)
+        if consumer is None:
+            await producer.stop()
+            return
         try:
-            await consumer.start()
             log.info("step started", step=self.step.name, topics=sorted(self._types))
             while not self._stopping.is_set():
                 batch = await consumer.getmany(
                     timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_batch
                 )
-                if batch:
+                if not batch:
+                    continue
+                publisher = Publisher(producer, self.kafka)
+                try:
                     async with self._lock:
-                        await self._process_batch(batch, consumer, publisher, dead_letters)
+                        await self._process_batch(
+                            batch, consumer, publisher, DeadLetters(publisher, self.step.name)
+                        )
+                except CommitFailedError as exc:
+                    # The group rebalanced under us: the partitions' new owner redoes the batch,
+                    # and our outputs' deterministic ids make the repeats recognisable.
+                    log.warning("commit failed after a rebalance", error=str(exc))
+                except KafkaError as exc:
+                    # Broker trouble: outputs may not be durable, inputs are not committed.
+                    # Rewind to the batch and try again once the cluster answers.
+                    log.warning("broker error, replaying the batch", error=repr(exc))
+                    for tp, records in batch.items():
+                        if tp in consumer.assignment():
+                            consumer.seek(tp, records[0].offset)
+                    await producer.stop()
+                    await self._pause(self.settings.retry_backoff_max_s)
+                    producer = await self._start_with_backoff(
+                        lambda: make_producer(self.kafka, client_id)
+                    )
+                    if producer is None:
+                        return
         finally:
             log.info("step stopping", step=self.step.name, processed=self.processed)
             await consumer.stop()
-            await producer.stop()
+            if producer is not None:
+                await producer.stop()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake up at once on SIGTERM."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _start_with_backoff(self, make: Callable[[], Any]) -> Any:
+        """Start a client, waiting for the cluster as long as it takes (or until SIGTERM)."""
+        delay = self.settings.retry_backoff_s
+        while not self._stopping.is_set():
+            client = make()
+            try:
+                await client.start()
+                return client
+            except KafkaError as exc:
+                log.warning("cluster unavailable, waiting", error=repr(exc), retry_in_s=delay)
+                with contextlib.suppress(Exception):
+                    await client.stop()
+                await self._pause(delay)
+                delay = min(delay * 2, self.settings.retry_backoff_max_s)
+        return None
 
     async def _process_batch(
         self,

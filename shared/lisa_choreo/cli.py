@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import sys
 from pathlib import Path
 
@@ -161,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job: stack up, run the chain end to end")
     p.add_argument("--count", type=int, default=5)
     p.set_defaults(func=cmd_demo)
+
+    import pkgutil
+
+    from lisa_choreo import commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"lisa_choreo.commands.{info.name}").register(sub)
     return parser
 
 

@@ -6,6 +6,8 @@ from numbers this code produced.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -134,7 +136,7 @@ def test_bad_files_are_refused_and_reingest_publishes_nothing(services: Services
     assert "obs/tdi" in result.stderr or "dataset" in result.stderr
     truncated = services.workdir / "truncated.h5"
     good = simulate(services, "good.h5", 2, "--sources", "none")
-    truncated.write_bytes(open(good, "rb").read()[:50_000])
+    truncated.write_bytes(Path(good).read_bytes()[:50_000])
     result = services.cli("ingest", str(truncated))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

@@ -59,9 +59,15 @@ def band_ratios(channel: np.ndarray, dt: float) -> tuple[list[float], float]:
 
 
 @pytest.fixture(scope="module")
-def simulators() -> None:
-    for module in ("lisainstrument", "lisaorbits", "pytdi"):
+def orbits() -> str:
+    """Keplerian orbits need lisaorbits (Python >= 3.12); lisainstrument's static arms do not."""
+    for module in ("lisainstrument", "pytdi"):
         pytest.importorskip(module)
+    try:
+        import lisaorbits  # noqa: F401
+    except ImportError:
+        return "static"
+    return "keplerian"
 
 
 # --- pure signal processing ------------------------------------------------------------------
@@ -105,9 +111,9 @@ def _a_e(x, y, z):
     return (z - x) / math.sqrt(2), (x - 2 * y + z) / math.sqrt(6)
 
 
-def test_six_hours_of_instrument_noise_match_scird(simulators) -> None:
+def test_six_hours_of_instrument_noise_match_scird(orbits: str) -> None:
     dt, duration = 5.0, 6 * 3600.0
-    t0, x, y, z = instrument_tdi_noise(duration, dt=dt, seed=SEED)
+    t0, x, y, z = instrument_tdi_noise(duration, dt=dt, seed=SEED, orbits=orbits)
     assert t0 == 0.0
     assert x.shape == y.shape == z.shape == (4320,)
     assert all(np.all(np.isfinite(c)) for c in (x, y, z))
@@ -124,9 +130,9 @@ def test_six_hours_of_instrument_noise_match_scird(simulators) -> None:
 
 
 @pytest.mark.slow
-def test_one_day_of_instrument_noise_within_15_percent(simulators) -> None:
+def test_one_day_of_instrument_noise_within_15_percent(orbits: str) -> None:
     dt = 5.0
-    _, x, y, z = instrument_tdi_noise(86400.0, dt=dt, seed=SEED + 1)
+    _, x, y, z = instrument_tdi_noise(86400.0, dt=dt, seed=SEED + 1, orbits=orbits)
     a, e = _a_e(x, y, z)
     bands_a, _ = band_ratios(a, dt)
     bands_e, _ = band_ratios(e, dt)
