@@ -24,6 +24,7 @@ from choreo import Envelope, codec
 from choreo.publisher import make_producer
 from choreo.settings import KafkaSettings
 from choreo.store import Store
+from choreo.topology import Topology, ensure_topics
 from lisa_choreo import traceview
 from lisa_choreo.events import (
     CATALOG,
@@ -35,7 +36,8 @@ from lisa_choreo.events import (
     SourceEstimates,
 )
 from lisa_choreo.processes import ServiceProcess
-from services.catalog.app import read_catalogue
+from lisa_choreo.topology import TOPICS
+from services.catalog.app import read_catalogue, step
 from tests.conftest import Services, read_all, wait_until
 
 pytestmark = pytest.mark.kafka
@@ -186,6 +188,10 @@ def has_segments(settings: KafkaSettings, n: int):
 @pytest.fixture
 def catalog(services: Services):
     """Starts catalog processes bound to this test's topics; products under LISA_CHOREO_HOME."""
+    # The dead-letter topic of the catalogue's input, declared by the catalog step (the
+    # deployment's topology creates it once the step is listed there).
+    declared = Topology(topics=TOPICS, steps=(step,)).all_topics()
+    asyncio.run(ensure_topics(services.settings, declared))
     env = {
         **services.env,
         "LISA_CATALOG_SESSION_TIMEOUT_S": "6",  # a SIGKILLed member leaves the group fast

@@ -1,0 +1,72 @@
+"""``lisa-choreo dlq list | show | replay``: dead letters, their reasons, and replay after a fix."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from datetime import datetime
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dlq", help="list, show and replay dead letters")
+    p.add_argument("action", choices=["list", "show", "replay"])
+    p.add_argument("ids", nargs="*", help="event ids or <dlq topic>/<partition>/<offset> refs")
+    p.add_argument("--topic", action="append", help="dead-letter topic(s); default: all")
+    p.add_argument("--reason", help="glob on the reason code, e.g. 'checksum-*'")
+    p.add_argument("--since", type=datetime.fromisoformat, help="ISO 8601 time")
+    p.add_argument("--until", type=datetime.fromisoformat, help="ISO 8601 time")
+    p.add_argument("--json", action="store_true", help="JSON lines")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from choreo.settings import KafkaSettings
+    from lisa_choreo import deadletters
+
+    settings = KafkaSettings()
+    letters = asyncio.run(deadletters.read_dead_letters(settings, args.topic))
+    chosen = deadletters.select(letters, args.ids, args.reason, args.since, args.until)
+    if args.action == "replay":
+        if not (args.ids or args.reason or args.since or args.until or args.topic):
+            print(
+                "lisa-choreo: say which letters to replay (ids, --reason, --since/--until or "
+                "--topic)"
+            )
+            return 2
+        replayed, skipped = asyncio.run(deadletters.replay(settings, chosen))
+        print(f"replayed {len(replayed)}, skipped {len(skipped)} already replayed")
+        return 0
+    if args.action == "show":
+        for d in chosen:
+            body = (d.record.value or b"")[:2000].decode(errors="replace")
+            print(
+                json.dumps(
+                    {
+                        **d.summary(),
+                        "headers": d.headers,
+                        "key": (d.record.key or b"").decode(errors="replace"),
+                        "body": body,
+                    },
+                    indent=2,
+                )
+            )
+        return 0 if chosen else 1
+    if args.json:
+        for d in chosen:
+            print(json.dumps(d.summary()))
+        return 0
+    by_topic: dict[str, list] = {}
+    for d in chosen:
+        by_topic.setdefault(d.dlq_topic, []).append(d)
+    for topic, items in by_topic.items():
+        print(f"{topic}: {len(items)} dead letter(s)")
+        for d in items:
+            s = d.summary()
+            print(
+                f"  {s['ref']:<36} {s['time'][:19]}  {s['reason']:<18} {s['service']:<10} "
+                f"{s['subject'] or s['event_id']}  {s['error'][:80]}"
+            )
+    if not chosen:
+        print("no dead letters")
+    return 0
