@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 import numpy as np
@@ -150,6 +151,18 @@ def _credentials(kafka: KafkaSettings) -> Any:
     return None
 
 
+def _exit_uncommitted(exc: BaseException) -> NoReturn:
+    """Leave at once, as a SIGKILL would, when an input can be neither processed nor
+    dead-lettered (the broker refuses the outputs): faust would ack the event of a failed agent
+    and restart it, skipping the input; exiting before any commit makes the restart replay it,
+    which is safe because every input is idempotent here."""
+    log.critical("catalog cannot go on; exiting with the input uncommitted", error=repr(exc))
+    provider = trace.get_tracer_provider()
+    if hasattr(provider, "force_flush"):
+        provider.force_flush(2000)
+    os._exit(1)
+
+
 class Catalog:
     """The faust app, its topics, its table and its two agents."""
 
@@ -246,7 +259,10 @@ class Catalog:
 
     async def _route(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
-            await self._route_one(event.message)
+            try:
+                await self._route_one(event.message)
+            except Exception as exc:
+                _exit_uncommitted(exc)
 
     async def _route_one(self, message: Any) -> None:
         with self._consumer_span(message, message.headers) as span:
@@ -282,23 +298,34 @@ class Catalog:
 
     async def _stack(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
-            await self._stack_one(event.message)
+            try:
+                await self._stack_one(event.message)
+            except Exception as exc:
+                _exit_uncommitted(exc)
 
     async def _stack_one(self, message: Any) -> None:
         original = original_record(message)
+        key = message.key.decode()
         with self._consumer_span(message, message.headers) as span:
             try:
                 envelope = codec.decode(original.key, original.value, original.headers, _TYPES)
                 self._describe(span, envelope)
-                await self._count(message.key.decode(), envelope, span)
+                stack = await self._stacked(key, envelope, span)
             except (PermanentError, TransientError) as exc:
                 await self._dead_letter(original, exc, getattr(exc, "attempts", 1), span)
-            except Exception as exc:  # a bug: dead-letter the input rather than stop the agent
+                return
+            except Exception as exc:  # a bug on this input: dead-letter it, go on
                 log.exception("catalog failed on an input")
                 error = PermanentError("handler-error", f"{type(exc).__name__}: {exc}")
                 await self._dead_letter(original, error, 1, span)
+                return
+            if stack is not None:  # broker errors from here on stop the worker, uncommitted
+                await self._persist(key, stack, envelope, span)
 
-    async def _count(self, key: str, envelope: Envelope[Any], span: trace.Span) -> None:
+    async def _stacked(
+        self, key: str, envelope: Envelope[Any], span: trace.Span
+    ) -> GridStack | None:
+        """The grid's state with this segment added and promoted; None if already counted."""
         data: SourceEstimates = envelope.data
         segment_id = data.timing.segment_id
         span.set_attributes({"lisa.grid": key, "lisa.segment_id": segment_id})
@@ -306,7 +333,7 @@ class Catalog:
         if stack is not None and segment_id in stack.segments:
             span.set_attribute("lisa.duplicate", True)
             log.info("segment already counted, ignored", segment_id=segment_id, grid=key)
-            return
+            return None
         arrays = await self._load(data.statistic)
         f = np.asarray(arrays["f"], dtype=np.float64)
         stat = np.asarray(arrays["stat"], dtype=np.float64)
@@ -320,7 +347,12 @@ class Catalog:
         stack = stack.add(
             segment_id, stat, estimates, current_traceparent(), self.settings.max_links
         )
-        stack = stack.promote(self.settings.fap, self.settings.merge_bins)
+        return stack.promote(self.settings.fap, self.settings.merge_bins)
+
+    async def _persist(
+        self, key: str, stack: GridStack, envelope: Envelope[Any], span: trace.Span
+    ) -> None:
+        """Publish what changed and wait for the acks, THEN write the table, then products."""
         changed = stack.changed(self.settings.association_bins)
         publisher, _ = await self._outputs()
         deliveries = [await self._publish(publisher, body, stack, envelope) for body in changed]
@@ -331,7 +363,7 @@ class Catalog:
         span.set_attributes({"lisa.n_segments": len(stack.segments), "lisa.updates": len(changed)})
         log.info(
             "segment stacked",
-            segment_id=segment_id,
+            segment_id=envelope.data.timing.segment_id,
             grid=key,
             n_segments=len(stack.segments),
             sources=len(stack.sources or {}),

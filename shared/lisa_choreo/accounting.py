@@ -48,7 +48,7 @@ class Report:
     segments: SegmentBook
 
 
-async def _offsets(settings: KafkaSettings, names: list[str]) -> tuple[dict, dict]:
+async def topic_offsets(settings: KafkaSettings, names: list[str]) -> tuple[dict, dict]:
     parts: list[TopicPartition] = []
     for name in names:
         try:
@@ -81,7 +81,7 @@ def _header(record, name: str) -> str:
 async def build_report(settings: KafkaSettings) -> Report:
     topo = topology()
     names = [t.name for t in topo.all_topics()]
-    begin, end = await _offsets(settings, names)
+    begin, end = await topic_offsets(settings, names)
     topics = {n: 0 for n in names}
     for tp, last in end.items():
         topics[tp.topic.removeprefix(settings.topic_prefix)] += last - begin[tp]

@@ -115,7 +115,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from lisa_choreo import demo
 
-    return demo.main(count=args.count)
+    return demo.main(days=args.days, seed=args.seed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,8 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="publish again an ingested file")
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("demo", help="the main job: stack up, run the chain end to end")
-    p.add_argument("--count", type=int, default=5)
+    p = sub.add_parser(
+        "demo", help="the main job: simulate, run every service, print the catalogue"
+    )
+    p.add_argument("--days", type=int, default=30, help="daily segments to simulate")
+    p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=cmd_demo)
 
     import pkgutil

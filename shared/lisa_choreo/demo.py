@@ -1,98 +1,169 @@
-"""The main job, toy edition: stack up, two steps as processes, numbers in, descriptions out."""
+"""The main job: stack up, simulate a dataset with the verification binaries, every service as
+its own process, ingest through the inbox, follow progress until the catalogue settles, and print
+the catalogue beside the injected truth.
+
+Each run gets its own topic prefix (``demo-<id>.``), store and products, so runs never mix.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import csv
 import os
+import shutil
 import time
 import uuid
+from importlib import resources
+from pathlib import Path
 
-from choreo import Envelope, codec
-from choreo.publisher import Publisher, make_producer
-from choreo.reader import TopicReader
 from choreo.settings import KafkaSettings
 from choreo.topology import ensure_topics
-from choreo.tracing import configure_tracing
-from lisa_choreo import stack, traceview
+from lisa_choreo import stack
+from lisa_choreo.accounting import topic_offsets
+from lisa_choreo.events import (
+    CANDIDATES_GB,
+    CATALOG,
+    SEGMENTS_CONDITIONED,
+    SEGMENTS_RAW,
+    SOURCES_ESTIMATES,
+)
 from lisa_choreo.paths import home
 from lisa_choreo.processes import ServiceProcess
+from lisa_choreo.simulate import DAY, simulate
 from lisa_choreo.topology import topology
-from services.toy.events import DESCRIPTIONS, NUMBERS, Description, Number
+from lisa_science.ldc import read_truth
+
+SERVICES = ("ingest", "condition", "gb-search", "estimate", "catalog")
+FLOW = (SEGMENTS_RAW, SEGMENTS_CONDITIONED, CANDIDATES_GB, SOURCES_ESTIMATES)
 
 
-async def _run_chain(kafka: KafkaSettings, count: int, run_id: str, timeout_s: float) -> dict:
-    results: dict[str, Description] = {}
-    async with TopicReader(kafka, [DESCRIPTIONS], from_beginning=False) as reader:
-        producer = make_producer(kafka, f"demo-{run_id}")
-        await producer.start()
-        try:
-            await Publisher(producer, kafka).publish(
-                [
-                    (
-                        NUMBERS,
-                        Envelope.root(
-                            Number(value=i), source="lisa-choreo-demo", subject=f"{run_id}-{i}"
-                        ),
-                    )
-                    for i in range(count)
-                ]
-            )
-        finally:
-            await producer.stop()
-        deadline = time.monotonic() + timeout_s
-        async for record in reader.records(idle_timeout_s=timeout_s):
-            env = codec.decode(
-                record.key, record.value, record.headers, {Description.ce_type: Description}
-            )
-            if env.subject and env.subject.startswith(run_id):
-                results[env.subject] = env.data
-            if len(results) == count or time.monotonic() > deadline:
-                break
-    return results
+def reference_snr() -> dict[str, dict[str, float]]:
+    """Optimal SNRs of the verification binaries (shared reference table, not our output)."""
+    text = resources.files("lisa_science.data").joinpath("verification_snr_scird.csv").read_text()
+    rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
+    return {r["name"]: {k: float(v) for k, v in r.items() if k != "name"} for r in rows}
 
 
-def main(count: int = 5, timeout_s: float = 120.0) -> int:
+def _sizes(kafka: KafkaSettings) -> dict[str, int]:
+    begin, end = asyncio.run(topic_offsets(kafka, [*FLOW, *(t + ".dlq" for t in FLOW)]))
+    sizes: dict[str, int] = {}
+    for tp, last in end.items():
+        name = tp.topic.removeprefix(kafka.topic_prefix)
+        sizes[name] = sizes.get(name, 0) + last - begin[tp]
+    return sizes
+
+
+def _tracing_env(run_dir: Path) -> dict[str, str]:
+    backend = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if backend:
+        return {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_BSP_SCHEDULE_DELAY": "500"}
+    return {
+        "OTEL_TRACES_EXPORTER": "jsonl",
+        "LISA_OTEL_JSONL_PATH": str(run_dir / "spans.jsonl"),
+        "OTEL_BSP_SCHEDULE_DELAY": "500",
+    }
+
+
+def main(days: int = 30, seed: int = 1, timeout_s: float = 900.0) -> int:
+    from services.catalog.app import format_catalogue, read_catalogue
+
     kafka = KafkaSettings()
     port = int(kafka.bootstrap_servers.rsplit(":", 1)[1])
-    print(f"1. bringing the stack up on {kafka.bootstrap_servers} ...", flush=True)
+    print(f"1. stack up on {kafka.bootstrap_servers}", flush=True)
     stack.up([stack.KafkaNode(port=port)])
-    asyncio.run(ensure_topics(kafka, topology().all_topics()))
-    run_id = uuid.uuid4().hex[:8]
+    run_id = uuid.uuid4().hex[:6]
     run_dir = home() / "runs" / f"demo-{run_id}"
-    spans_path = run_dir / "spans.jsonl"
+    kafka = kafka.model_copy(update={"topic_prefix": f"demo-{run_id}."})
+    asyncio.run(ensure_topics(kafka, topology().all_topics()))
     env = {
-        "OTEL_TRACES_EXPORTER": "jsonl",
-        "LISA_OTEL_JSONL_PATH": str(spans_path),
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "LISA_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        "LISA_STORE_URI": (run_dir / "store").as_uri(),
+        "LISA_INGEST_INBOX": str(run_dir / "inbox"),
+        "LISA_CATALOG_PRODUCTS_DIR": str(run_dir / "products"),
+        **_tracing_env(run_dir),
     }
-    os.environ.update(env)  # the demo's own publisher is the root of every trace
-    provider = configure_tracing("lisa-choreo-demo")
-    services = [
-        ServiceProcess(n, run_dir / f"{n}.log", env) for n in ("toy-square", "toy-describe")
-    ]
-    print(f"2. starting {', '.join(s.name for s in services)} as separate processes", flush=True)
+    dataset = run_dir / f"lisa-vb-{days}d.h5"
+    print(
+        f"2. simulating {days} days at dt = 5 s with the 16 verification binaries ...", flush=True
+    )
+    t0 = time.monotonic()
+    simulate(dataset, days * DAY, 5.0, "analytic", "verification", seed)
+    print(f"   {dataset} ({dataset.stat().st_size / 1e6:.0f} MB, {time.monotonic() - t0:.0f} s)")
+    services = [ServiceProcess(n, run_dir / "logs" / f"{n}.log", env) for n in SERVICES]
+    print(f"3. starting {', '.join(SERVICES)}, each its own process (logs in {run_dir}/logs)")
     for svc in services:
         svc.start()
     try:
         for svc in services:
-            svc.wait_for_log("step started")
-        print(f"3. publishing {count} numbers on {NUMBERS}; waiting on {DESCRIPTIONS}", flush=True)
-        t0 = time.monotonic()
-        results = asyncio.run(_run_chain(kafka, count, run_id, timeout_s))
-        elapsed = time.monotonic() - t0
+            svc.wait_for_log("started", timeout_s=120)
+        (run_dir / "inbox").mkdir(parents=True, exist_ok=True)
+        shutil.copy(dataset, run_dir / "inbox" / f".{dataset.name}")
+        (run_dir / "inbox" / f".{dataset.name}").rename(run_dir / "inbox" / dataset.name)
+        print(
+            "4. dropped the file in the ingest inbox; progress (raw, conditioned, candidates, "
+            "estimates, dead letters):",
+            flush=True,
+        )
+        settled = _follow(kafka, days, timeout_s)
+        catalogue = asyncio.run(read_catalogue(kafka))
     finally:
         codes = {svc.name: svc.terminate() for svc in services}
-        provider.shutdown()
-    for subject in sorted(results, key=lambda s: int(s.rsplit("-", 1)[1])):
-        print(f"   {subject}: {results[subject].text}")
-    print(f"   {len(results)}/{count} results in {elapsed:.2f} s; services exited with {codes}")
-    traces = traceview.by_trace(traceview.read_jsonl(spans_path))
-    full = [
-        s for s in traces.values() if {x["service"] for x in s} >= {"toy-square", "toy-describe"}
-    ]
-    if full:
-        print(f"4. one segment's trace ({len(full)} complete traces recorded):")
-        for line in traceview.render(full[0]):
-            print("   " + line)
-    print(f"   logs and spans: {run_dir}\n   stop the broker with: lisa-choreo stack down")
-    return 0 if len(results) == count and all(c == 0 for c in codes.values()) else 1
+    print("5. the catalogue:")
+    print(format_catalogue(catalogue))
+    print("   beside the injected truth (30-day optimal SNR from the reference table):")
+    _compare(catalogue, read_truth(str(dataset)), days)
+    print(f"6. products: {run_dir / 'products'} (catalog.csv, catalog.h5); store: {run_dir}/store")
+    print(f"   services exited with {codes}; topics are prefixed '{kafka.topic_prefix}'")
+    print(
+        f"   follow one segment: lisa-choreo trace <segment-id>   (LISA_KAFKA_TOPIC_PREFIX="
+        f"{kafka.topic_prefix})"
+    )
+    print("   stop the stack with: lisa-choreo stack down")
+    return 0 if settled and all(c == 0 for c in codes.values()) else 1
+
+
+def _follow(kafka: KafkaSettings, days: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        sizes = _sizes(kafka)
+        counts = [sizes.get(t, 0) for t in FLOW]
+        dead = sum(v for k, v in sizes.items() if k.endswith(".dlq"))
+        # transaction markers occupy offsets in the raw topic: cap at the segment count
+        counts[0] = min(counts[0], days)
+        if counts != last:
+            print(
+                f"   {counts[0]:>4} {counts[1]:>4} {counts[2]:>4} {counts[3]:>4}   {dead}",
+                flush=True,
+            )
+            last = counts
+        if counts[3] + dead >= days:
+            time.sleep(3)  # let the catalogue's last update land before reading it
+            return True
+        time.sleep(1)
+    print("   timed out waiting for the flow to settle")
+    return False
+
+
+def _compare(catalogue: list, truth: list[dict], days: int) -> None:
+    ref = reference_snr()
+    bin_hz = 1 / DAY
+    print(
+        f"   {'injected':<26} {'f (mHz)':>8} {'found':>8} {'df (bins)':>10} {'SNR':>6} "
+        f"{'expected':>9}"
+    )
+    for src in sorted(truth, key=lambda s: -ref.get(s["name"], {}).get("snr_30d", 0)):
+        match = min(catalogue, key=lambda c: abs(c.frequency_hz - src["f"]), default=None)
+        found = match is not None and abs(match.frequency_hz - src["f"]) <= bin_hz
+        expected = ref.get(src["name"], {}).get("snr_30d") if days == 30 else None
+        print(
+            f"   {src['name']:<26} {src['f'] * 1e3:8.4f} "
+            f"{(match.source_id if found else '-'):>8} "
+            f"{((match.frequency_hz - src['f']) / bin_hz if found else float('nan')):10.2f} "
+            f"{(match.stacked_snr if found else float('nan')):6.1f} "
+            f"{(f'{expected:.1f}' if expected else '-'):>9}"
+        )
+    extra = [c for c in catalogue if all(abs(c.frequency_hz - s["f"]) > bin_hz for s in truth)]
+    print(f"   catalogued sources not injected: {len(extra)}")

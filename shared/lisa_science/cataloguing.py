@@ -12,10 +12,10 @@ its per-segment SNR^2 in every segment. Three decisions are made here, without a
   source at its peak (largest stacked excess). The price is resolution: two real sources that close
   are catalogued as one, which matches the ~1/T resolution of a periodogram anyway;
 - **identity**: source ids must not change as segments arrive, although the peak of a weak source
-  can hop between neighbouring bins with the noise. A cluster first claims an existing source whose
-  bin lies inside the cluster or within +-merge_bins of its peak (the source's bin follows the peak);
-  only an unclaimed cluster gets a new id, ``GB<peak frequency in uHz, 3 decimals>``. A source once
-  promoted stays catalogued; its statistics keep following the stack at its bin.
+  can hop between neighbouring bins with the noise. A cluster first claims an existing source
+  whose bin lies inside the cluster or within +-merge_bins of its peak (the source's bin follows
+  the peak); only an unclaimed cluster gets a new id, ``GB<peak frequency in uHz, 3 decimals>``.
+  A source once promoted stays catalogued; its statistics keep following the stack at its bin.
 
 Association attaches each per-segment estimate to the catalogued source within +-1 bin of it
 (the nearest one), which refines the source's frequency and gives its uncertainty.

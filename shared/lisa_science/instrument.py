@@ -5,8 +5,9 @@ laser only"): ``lisainstrument.Instrument`` at 4 Hz with laser noise (default 30
 locking N1-12), test-mass acceleration noise 3e-15 m/s^2/sqrt(Hz) (knee 0.4 mHz, break 8 mHz) and
 OMS noise 15 pm/sqrt(Hz) (knee 2 mHz) in the science interferometers only; every other noise,
 clock noise and clock offsets/drifts off (we do not implement clock correction). Orbits are
-Keplerian (``lisaorbits.KeplerianOrbits`` written to a temporary file; orbit phase 0 at t = 0)
-or lisainstrument's built-in ``"static"`` arms. Its one-sided TDI PSD is the SciRD / Robson,
+Keplerian (``lisaorbits.KeplerianOrbits`` written to a temporary file; orbit phase 0 at t = 0;
+needs lisaorbits, Python >= 3.12) or lisainstrument's built-in ``"static"`` arms (Python 3.11 too;
+same noise PSD). Its one-sided TDI PSD is the SciRD / Robson,
 Cornish & Liu (2019) model of ``noise.py`` / the README.
 
 Processing:
@@ -26,9 +27,10 @@ Processing:
 * TDI and FIR run in chunks of ``chunk_samples`` 4 Hz samples with overlapping margins, so their
   memory is bounded too; the held 4 Hz inputs cost ~66 MB per simulated day.
 
-Cost on one core: ~2 min per simulated day (6 h: see the report in the tests); the README measured
-1.5-2.5 min and 1.5-7 GB per day with lisainstrument's defaults. Use fast Gaussian noise coloured by
-the analytic PSD for long runs; this is the realistic reference for hours to days.
+Cost on one core (measured): 6 h of output ~20 s and 0.38 GB peak RSS; 1 day ~80 s and 0.57 GB
+(the README measured 1.5-2.5 min and 1.5-7 GB per day when keeping all of lisainstrument's
+datasets). Use fast Gaussian noise coloured by the analytic PSD for long runs; this is the
+realistic reference for hours to days.
 
 lisainstrument's own anti-alias filter delays every measurement by ~4.5 s; for noise this is
 irrelevant, but it means noise time stamps are not aligned to sub-5 s precision with anything else.

@@ -37,7 +37,7 @@ from lisa_choreo.events import (
 )
 from lisa_choreo.processes import ServiceProcess
 from lisa_choreo.topology import TOPICS
-from services.catalog.app import read_catalogue, step
+from services.catalog.app import format_catalogue, read_catalogue, step
 from tests.conftest import Services, read_all, wait_until
 
 pytestmark = pytest.mark.kafka
@@ -249,6 +249,7 @@ def test_catalogue_stacks_dedups_dead_letters_traces_and_writes_products(catalog
     assert final.source_id == first.source_id
     assert final.frequency_hz == pytest.approx(F[LINE] + 0.3 * DF)  # from the 4 estimates
     assert final.mean_amplitude == pytest.approx(1e-21)
+    assert final.source_id in format_catalogue(catalogue(settings))  # `lisa-choreo catalog`
 
     # A duplicated segment (same id, redelivered) changes nothing and publishes nothing.
     n_records = len(read_all(settings, CATALOG))

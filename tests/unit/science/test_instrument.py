@@ -139,3 +139,11 @@ def test_one_day_of_instrument_noise_within_15_percent(orbits: str) -> None:
     for (lo, hi), ra, re in zip(BANDS_HZ, bands_a, bands_e, strict=True):
         mean = (ra + re) / 2  # 1-sigma 6% at 0.5-2 mHz, <= 4.4% above
         assert 0.85 <= mean <= 1.15, f"A+E {lo * 1e3:g}-{hi * 1e3:g} mHz: {ra:.3f}, {re:.3f}"
+
+
+def test_instrument_noise_is_reproducible_and_chunk_independent(orbits: str) -> None:
+    _, *whole = instrument_tdi_noise(3600.0, seed=3, orbits=orbits)
+    _, *chunked = instrument_tdi_noise(3600.0, seed=3, orbits=orbits, chunk_samples=3000)
+    scale = max(np.abs(c).max() for c in whole)
+    for a, b in zip(whole, chunked, strict=True):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-9 * scale)
