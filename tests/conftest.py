@@ -46,6 +46,20 @@ def kafka() -> Iterator[KafkaSettings]:
     stack.down(started)
 
 
+@pytest.fixture(scope="session")
+def zipkin():
+    """The stack's Zipkin (``lisa_choreo.tracing_backend``), started here if none answers on
+    ``LISA_ZIPKIN_URL``; stopped at the end only if this session started it."""
+    from lisa_choreo import tracing_backend
+
+    server = tracing_backend.ZipkinServer(port=tracing_backend.default_port())
+    started = tracing_backend.probe(server.url) is None and tracing_backend.up(server)
+    assert tracing_backend.probe(server.url, 10.0), f"no Zipkin answers UP on {server.url}"
+    yield server
+    if started:
+        tracing_backend.stop(server)
+
+
 def read_all(settings: KafkaSettings, topic: str) -> list:
     """Every record of a topic as of now, read without a consumer group."""
     from choreo.reader import TopicReader

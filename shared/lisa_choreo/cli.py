@@ -15,42 +15,69 @@ def _port() -> int:
     return int(KafkaSettings().bootstrap_servers.rsplit(":", 1)[1])
 
 
+def _zipkin_port() -> int:
+    from lisa_choreo.tracing_backend import default_port
+
+    return default_port()
+
+
 def cmd_stack(args: argparse.Namespace) -> int:
     import logging
 
-    from lisa_choreo import stack
+    from lisa_choreo import stack, tracing_backend
 
     # Probing a broker that is still starting is expected to fail a few times: keep it quiet.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     from lisa_choreo.topology import topology
 
     nodes = stack.cluster_nodes(args.port, args.nodes)
+    zipkin = None if args.no_tracing else tracing_backend.ZipkinServer(args.zipkin_port)
+    if args.action == "env":
+        url = zipkin.url if zipkin else tracing_backend.backend_url()
+        for name, value in tracing_backend.otel_env(url).items():
+            print(f"export {name}={value}")
+        return 0
     if args.action == "up":
+        # The tracing JVM boots while Kafka does; both are waited for below.
+        zipkin_started = zipkin is not None and tracing_backend.launch(zipkin)
         started = stack.up(nodes)
+        if zipkin is not None:
+            tracing_backend.wait_ready(zipkin)
         if not args.no_topics:
             from choreo.topology import ensure_topics
 
             kafka = KafkaSettings(bootstrap_servers=",".join(n.bootstrap for n in nodes))
             rf = min(3, len(nodes))
             asyncio.run(ensure_topics(kafka, topology().all_topics(), rf, 2 if rf >= 3 else 1))
-        print("started" if started else "already running")
+        print("started" if started or zipkin_started else "already running")
     elif args.action == "down":
         stopped = stack.down(nodes)
-        print(f"stopped {len(stopped)} broker(s)" if stopped else "nothing was running")
+        print(f"stopped {len(stopped)} broker(s)" if stopped else "no broker was running")
+        if zipkin is not None:
+            print("stopped zipkin" if tracing_backend.stop(zipkin) else "zipkin was not running")
         return 0
     ready = True
     for node in nodes:
         st = stack.status(node)
         print(st.describe())
         ready &= st.ready
+    if zipkin is not None:
+        zst = tracing_backend.status(zipkin)
+        print(zst.describe())
+        ready &= zst.ready or not zst.running  # tracing is optional; a hung JVM is not
+        if zst.ready:
+            print("  services send spans there with:")
+            for name, value in tracing_backend.otel_env(zipkin.url).items():
+                print(f"    {name}={value}")
     return 0 if ready else 1
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from choreo.runner import run_step
-    from lisa_choreo.topology import load_step
+    from lisa_choreo.topology import load_service
 
-    return run_step(load_step(args.service))
+    module = load_service(args.service)
+    return module.main() if hasattr(module, "main") else run_step(module.step)
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
@@ -122,11 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lisa-choreo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("stack", help="start, stop or inspect the local Kafka broker")
-    p.add_argument("action", choices=["up", "down", "status"])
+    p = sub.add_parser("stack", help="start, stop or inspect the local Kafka broker and Zipkin")
+    p.add_argument(
+        "action",
+        choices=["up", "down", "status", "env"],
+        help="env prints the OTEL_* exports that send a service's spans to Zipkin",
+    )
     p.add_argument("--port", type=int, default=_port(), help="first broker port (default 9092)")
     p.add_argument("--nodes", type=int, default=1, choices=[1, 3], help="1, or 3 for faults")
     p.add_argument("--no-topics", action="store_true", help="do not create the topology's topics")
+    p.add_argument("--no-tracing", action="store_true", help="leave the tracing backend out")
+    p.add_argument(
+        "--zipkin-port",
+        type=int,
+        default=_zipkin_port(),
+        help="Zipkin's port on loopback (default from $LISA_ZIPKIN_URL, else 9411)",
+    )
     p.set_defaults(func=cmd_stack)
 
     p = sub.add_parser("run", help="run one step service until SIGTERM")

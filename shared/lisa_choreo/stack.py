@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import signal
@@ -171,6 +172,10 @@ def _running_pid(node: KafkaNode) -> int | None:
 
 async def probe(bootstrap: str, timeout_s: float = 5.0) -> dict | None:
     """The cluster's description if a broker answers metadata requests, else None."""
+    # A broker that is down or still starting is an expected answer here, not an error to log.
+    aiokafka_log = logging.getLogger("aiokafka")
+    level = aiokafka_log.level
+    aiokafka_log.setLevel(logging.CRITICAL)
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
     )
@@ -182,6 +187,7 @@ async def probe(bootstrap: str, timeout_s: float = 5.0) -> dict | None:
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
+        aiokafka_log.setLevel(level)
 
 
 def status(node: KafkaNode) -> BrokerStatus:

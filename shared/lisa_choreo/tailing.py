@@ -367,13 +367,15 @@ async def tail(
     follow: bool,
     keep: Filter,
     as_json: bool,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> Outcome:
     """Print the topics' records; SIGINT/SIGTERM end it cleanly (the reader is closed).
 
     Raises ``LookupError`` for a topic that does not exist (before printing anything).
     """
+    out = out or sys.stdout
+    err = err or sys.stderr
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     outcome = Outcome()

@@ -23,10 +23,11 @@ SERVICE_MODULES: dict[str, str] = {
     "condition": "services.condition.step",
     "gb-search": "services.gb_search.step",
     "estimate": "services.estimate.step",
+    "catalog": "services.catalog.app",
     "toy-square": "services.toy.square",
     "toy-describe": "services.toy.describe",
 }
-PIPELINE = ("ingest", "condition", "gb-search", "estimate")
+PIPELINE = ("ingest", "condition", "gb-search", "estimate", "catalog")
 
 # Keys are segment ids (source ids on the catalogue), so one segment stays on one partition.
 TOPICS: tuple[TopicSpec, ...] = (

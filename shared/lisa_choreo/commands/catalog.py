@@ -1,0 +1,27 @@
+"""``lisa-choreo catalog``: the current catalogue, read from the compacted ``lisa.catalog``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("catalog", help="print the current catalogue of Galactic binaries")
+    p.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from choreo.settings import KafkaSettings
+    from services.catalog.app import format_catalogue, read_catalogue
+    from services.catalog.products import csv_text
+
+    try:
+        sources = asyncio.run(read_catalogue(KafkaSettings()))
+    except LookupError as exc:
+        print(f"lisa-choreo: {exc}", file=sys.stderr)
+        return 2
+    print(csv_text(sources) if args.csv else format_catalogue(sources), end="" if args.csv else "\n")
+    return 0
