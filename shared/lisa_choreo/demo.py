@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import os
 import shutil
 import time
 import uuid
@@ -18,11 +17,10 @@ from pathlib import Path
 
 from choreo.settings import KafkaSettings
 from choreo.topology import ensure_topics
-from lisa_choreo import stack
+from lisa_choreo import stack, tracing_backend
 from lisa_choreo.accounting import topic_offsets
 from lisa_choreo.events import (
     CANDIDATES_GB,
-    CATALOG,
     SEGMENTS_CONDITIONED,
     SEGMENTS_RAW,
     SOURCES_ESTIMATES,
@@ -53,17 +51,13 @@ def _sizes(kafka: KafkaSettings) -> dict[str, int]:
     return sizes
 
 
-def _tracing_env(run_dir: Path) -> dict[str, str]:
-    backend = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT"
-    )
-    if backend:
-        return {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_BSP_SCHEDULE_DELAY": "500"}
-    return {
-        "OTEL_TRACES_EXPORTER": "jsonl",
-        "LISA_OTEL_JSONL_PATH": str(run_dir / "spans.jsonl"),
-        "OTEL_BSP_SCHEDULE_DELAY": "500",
-    }
+def _tracing_env(run_dir: Path, zipkin: tracing_backend.ZipkinServer | None) -> dict[str, str]:
+    """Spans to Zipkin (and a JSON-lines copy, which keeps the catalogue's span links)."""
+    env = {"LISA_OTEL_JSONL_PATH": str(run_dir / "spans.jsonl"), "OTEL_BSP_SCHEDULE_DELAY": "500"}
+    if zipkin is None:
+        return {**env, "OTEL_TRACES_EXPORTER": "jsonl"}
+    zenv = tracing_backend.otel_env(zipkin.url)
+    return {**env, **zenv, "OTEL_TRACES_EXPORTER": zenv["OTEL_TRACES_EXPORTER"] + ",jsonl"}
 
 
 def main(days: int = 30, seed: int = 1, timeout_s: float = 900.0) -> int:
@@ -71,8 +65,17 @@ def main(days: int = 30, seed: int = 1, timeout_s: float = 900.0) -> int:
 
     kafka = KafkaSettings()
     port = int(kafka.bootstrap_servers.rsplit(":", 1)[1])
-    print(f"1. stack up on {kafka.bootstrap_servers}", flush=True)
-    stack.up([stack.KafkaNode(port=port)])
+    print(f"1. stack up: Kafka on {kafka.bootstrap_servers}, Zipkin for traces", flush=True)
+    zipkin: tracing_backend.ZipkinServer | None = tracing_backend.ZipkinServer(
+        tracing_backend.default_port()
+    )
+    try:
+        tracing_backend.launch(zipkin)
+        stack.up([stack.KafkaNode(port=port)])
+        tracing_backend.wait_ready(zipkin)
+    except stack.StackError as exc:  # the pipeline still runs, without a tracing UI
+        print(f"   no tracing UI ({exc}); spans go to a JSON-lines file")
+        zipkin = None
     run_id = uuid.uuid4().hex[:6]
     run_dir = home() / "runs" / f"demo-{run_id}"
     kafka = kafka.model_copy(update={"topic_prefix": f"demo-{run_id}."})
@@ -82,7 +85,7 @@ def main(days: int = 30, seed: int = 1, timeout_s: float = 900.0) -> int:
         "LISA_STORE_URI": (run_dir / "store").as_uri(),
         "LISA_INGEST_INBOX": str(run_dir / "inbox"),
         "LISA_CATALOG_PRODUCTS_DIR": str(run_dir / "products"),
-        **_tracing_env(run_dir),
+        **_tracing_env(run_dir, zipkin),
     }
     dataset = run_dir / f"lisa-vb-{days}d.h5"
     print(
@@ -116,10 +119,14 @@ def main(days: int = 30, seed: int = 1, timeout_s: float = 900.0) -> int:
     _compare(catalogue, read_truth(str(dataset)), days)
     print(f"6. products: {run_dir / 'products'} (catalog.csv, catalog.h5); store: {run_dir}/store")
     print(f"   services exited with {codes}; topics are prefixed '{kafka.topic_prefix}'")
-    print(
-        f"   follow one segment: lisa-choreo trace <segment-id>   (LISA_KAFKA_TOPIC_PREFIX="
-        f"{kafka.topic_prefix})"
-    )
+    if catalogue and catalogue[0].contributing_segments:
+        segment = catalogue[0].contributing_segments[0]
+        print(
+            f"   follow one segment: LISA_KAFKA_TOPIC_PREFIX={kafka.topic_prefix} "
+            f"lisa-choreo trace {segment}"
+        )
+    if zipkin is not None:
+        print(f"   traces in the UI: {zipkin.url}/zipkin/")
     print("   stop the stack with: lisa-choreo stack down")
     return 0 if settled and all(c == 0 for c in codes.values()) else 1
 
@@ -149,21 +156,29 @@ def _follow(kafka: KafkaSettings, days: int, timeout_s: float) -> bool:
 
 def _compare(catalogue: list, truth: list[dict], days: int) -> None:
     ref = reference_snr()
+
+    def expected(f_hz: float) -> float | None:
+        """The reference table names sources briefly: match them by frequency."""
+        for row in ref.values():
+            if abs(row["f_mHz"] * 1e-3 - f_hz) < 1e-6 and days == 30:
+                return row["snr_30d"]
+        return None
+
     bin_hz = 1 / DAY
     print(
-        f"   {'injected':<26} {'f (mHz)':>8} {'found':>8} {'df (bins)':>10} {'SNR':>6} "
+        f"   {'injected':<26} {'f (mHz)':>8} {'found':>11} {'df (bins)':>10} {'SNR':>6} "
         f"{'expected':>9}"
     )
-    for src in sorted(truth, key=lambda s: -ref.get(s["name"], {}).get("snr_30d", 0)):
+    for src in sorted(truth, key=lambda s: -(expected(s["f"]) or 0)):
         match = min(catalogue, key=lambda c: abs(c.frequency_hz - src["f"]), default=None)
         found = match is not None and abs(match.frequency_hz - src["f"]) <= bin_hz
-        expected = ref.get(src["name"], {}).get("snr_30d") if days == 30 else None
+        want = expected(src["f"])
         print(
-            f"   {src['name']:<26} {src['f'] * 1e3:8.4f} "
-            f"{(match.source_id if found else '-'):>8} "
+            f"   {src['name'][:26]:<26} {src['f'] * 1e3:8.4f} "
+            f"{(match.source_id if found else '-'):>11} "
             f"{((match.frequency_hz - src['f']) / bin_hz if found else float('nan')):10.2f} "
             f"{(match.stacked_snr if found else float('nan')):6.1f} "
-            f"{(f'{expected:.1f}' if expected else '-'):>9}"
+            f"{(f'{want:.1f}' if want else '-'):>9}"
         )
     extra = [c for c in catalogue if all(abs(c.frequency_hz - s["f"]) > bin_hz for s in truth)]
     print(f"   catalogued sources not injected: {len(extra)}")
