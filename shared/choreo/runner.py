@@ -33,6 +33,7 @@ from choreo.deadletter import DeadLetters, Failure
 from choreo.errors import PermanentError, TransientError
 from choreo.events import Emit, Envelope, Event
 from choreo.logs import configure_logging
+from choreo.metrics import StepMetrics, configure_metrics
 from choreo.publisher import Publisher, default_client_id, make_producer
 from choreo.settings import KafkaSettings, StepSettings
 from choreo.step import Step
@@ -71,6 +72,21 @@ class StepRunner:
         self._stopping = asyncio.Event()
         self._lock = asyncio.Lock()
         self.processed = 0
+        self._consumer: AIOKafkaConsumer | None = None
+        self._positions: dict[TopicPartition, int] = {}
+        self.metrics = StepMetrics(step.name, self._lag)
+
+    def _lag(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, records behind the high watermark) for the metrics thread."""
+        consumer = self._consumer
+        if consumer is None:
+            return []
+        out = []
+        for tp, position in list(self._positions.items()):
+            high = consumer.highwater(tp)
+            if high is not None:
+                out.append((tp.topic, tp.partition, max(high - position, 0)))
+        return out
 
     def stop(self) -> None:
         """Stop fetching; the batch in hand is finished and committed first."""
@@ -102,6 +118,7 @@ class StepRunner:
         if consumer is None:
             await producer.stop()
             return
+        self._consumer = consumer
         try:
             log.info("step started", step=self.step.name, topics=sorted(self._types))
             while not self._stopping.is_set():
@@ -174,6 +191,7 @@ class StepRunner:
             for record in records:
                 deliveries += await self._process_record(record, publisher, dead_letters)
                 offsets[tp] = record.offset + 1
+                self._positions[tp] = record.offset + 1
         await asyncio.gather(*deliveries)
         await consumer.commit(offsets)
         self.processed += sum(len(r) for r in batch.values())
@@ -212,12 +230,14 @@ class StepRunner:
                 )
                 structlog.contextvars.bind_contextvars(event_id=envelope.id)
                 emits, _ = await self._handle_with_retries(envelope)
+                elapsed = time.time() - started
+                self.metrics.record(record.topic, len(emits), elapsed)
                 log.info(
                     "processed",
                     event_type=envelope.type,
                     subject=envelope.subject,
                     outputs=len(emits),
-                    ms=round((time.time() - started) * 1000, 1),
+                    ms=round(elapsed * 1000, 1),
                 )
                 return [
                     await publisher.send(emit.topic, emit.child_of(envelope, self.step.name))
@@ -288,6 +308,7 @@ class StepRunner:
         span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, f"{reason}: {exc}"))
         span.set_attribute("lisa.dead_letter_reason", reason)
+        self.metrics.record_failure(record.topic, reason)
         log.error(
             "input dead-lettered",
             reason=reason,
@@ -303,6 +324,7 @@ def run_step(step: Step) -> int:
     """Process entry point: configure logs and tracing, run until SIGTERM/SIGINT, exit 0."""
     configure_logging(step.name)
     provider = tracing.configure_tracing(step.name)
+    meters = configure_metrics(step.name)
     runner = StepRunner(step)
 
     async def main() -> None:
@@ -315,4 +337,5 @@ def run_step(step: Step) -> int:
         asyncio.run(main())
     finally:
         provider.shutdown()
+        meters.shutdown()
     return 0

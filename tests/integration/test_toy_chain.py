@@ -142,3 +142,46 @@ def test_sigterm_mid_stream_then_restart_loses_and_duplicates_nothing(chain):
     assert len(values) == n, f"{len(values) - len(set(values))} duplicates"
     assert sorted(values) == list(range(n))
     assert len({o.id for o in outputs}) == n
+
+
+def test_metrics_are_served_for_prometheus(chain):
+    import socket
+    import urllib.request
+
+    settings, start, _ = chain
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start("toy-square", LISA_METRICS_PORT=str(port))
+    publish_numbers(settings, range(7))
+    publish_bad = codec.encode(Envelope.root(Number(value=1), source="t", subject="bad"))
+
+    async def send_bad():
+        producer = make_producer(settings, "test-bad")
+        await producer.start()
+        await producer.send_and_wait(settings.topic(NUMBERS), b"nope", headers=publish_bad[2])
+        await producer.stop()
+
+    asyncio.run(send_bad())
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return resp.read().decode()
+
+    def sample(text: str, name: str) -> float:
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name + "{")
+        )
+
+    text = wait_until(
+        lambda: (t := scrape()) and sample(t, "lisa_events_consumed_total") >= 8 and t,
+        30,
+        "8 consumed events in the metrics",
+    )
+    assert sample(text, "lisa_events_produced_total") == 7
+    assert sample(text, "lisa_events_failed_total") == 1
+    assert 'reason="invalid-json"' in text
+    assert sample(text, "lisa_processing_duration_seconds_count") == 7
+    assert "lisa_consumer_lag" in text

@@ -23,5 +23,8 @@ def run(args: argparse.Namespace) -> int:
     except LookupError as exc:
         print(f"lisa-choreo: {exc}", file=sys.stderr)
         return 2
-    print(csv_text(sources) if args.csv else format_catalogue(sources), end="" if args.csv else "\n")
+    if args.csv:
+        print(csv_text(sources), end="")
+    else:
+        print(format_catalogue(sources))
     return 0

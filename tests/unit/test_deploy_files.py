@@ -1,0 +1,31 @@
+"""No Docker engine here: the compose file and Dockerfile are checked statically."""
+
+from pathlib import Path
+
+import yaml
+
+from lisa_choreo.topology import SERVICE_MODULES
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_compose_runs_every_pipeline_service_with_kafka_and_tracing():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert services["kafka"]["image"].startswith("apache/kafka:4.1")
+    assert services["jaeger"]["image"].startswith("jaegertracing/jaeger:2")
+    runs = {s["command"][1] for s in services.values() if s.get("command", [""])[0] == "run"}
+    pipeline = {n for n in SERVICE_MODULES if not n.startswith("toy")}
+    assert runs == pipeline
+    for name in runs:
+        env = services[name]["environment"]
+        assert env["LISA_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+        assert env["OTEL_TRACES_EXPORTER"] == "otlp"
+        assert services[name]["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+def test_dockerfile_installs_the_project_and_runs_the_cli():
+    text = (ROOT / "Dockerfile").read_text()
+    assert text.startswith("#") and "FROM python:3.12" in text
+    assert 'ENTRYPOINT ["lisa-choreo"]' in text
+    assert "USER lisa" in text  # not root
