@@ -42,10 +42,10 @@ import faust
 import numpy as np
 import structlog
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanKind
 
 from choreo import Consumes, Envelope, Produces, Step, codec, derive_event_id, tracing
-from choreo.deadletter import DeadLetters, Failure
+from choreo.deadletter import DeadLetters, Failure, mark_failed
 from choreo.errors import DecodeError, PermanentError, TransientError
 from choreo.logs import configure_logging
 from choreo.publisher import Publisher, default_client_id, make_producer
@@ -471,18 +471,7 @@ class Catalog:
     async def _dead_letter(
         self, record: Any, exc: Exception, attempts: int, span: trace.Span
     ) -> None:
-        reason = getattr(exc, "reason", "transient-exhausted")
-        span.record_exception(exc)
-        span.set_status(Status(StatusCode.ERROR, f"{reason}: {exc}"))
-        span.set_attribute("lisa.dead_letter_reason", reason)
-        log.error(
-            "input dead-lettered",
-            reason=reason,
-            error=str(exc),
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-        )
+        reason = mark_failed(span, record, exc)
         _, dead_letters = await self._outputs()
         await (
             await dead_letters.send(record, Failure(reason=reason, error=exc, attempts=attempts))

@@ -6,12 +6,15 @@ import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import structlog
 from aiokafka import ConsumerRecord
+from opentelemetry.trace import Span, Status, StatusCode
 
 from choreo.publisher import Publisher
 from choreo.topology import dead_letter_topic
 
 DLQ_HEADER_PREFIX = "dlq_"
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,23 @@ class Failure:
     reason: str
     error: Exception
     attempts: int = 1
+
+
+def mark_failed(span: Span, record: ConsumerRecord, exc: Exception) -> str:
+    """Record a dead-lettered input on its span and in the log; returns the reason code."""
+    reason = getattr(exc, "reason", "transient-exhausted")
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, f"{reason}: {exc}"))
+    span.set_attribute("lisa.dead_letter_reason", reason)
+    log.error(
+        "input dead-lettered",
+        reason=reason,
+        error=str(exc),
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+    )
+    return reason
 
 
 class DeadLetters:

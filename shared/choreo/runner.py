@@ -26,10 +26,10 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 from choreo import codec, tracing
-from choreo.deadletter import DeadLetters, Failure
+from choreo.deadletter import DeadLetters, Failure, mark_failed
 from choreo.errors import PermanentError, TransientError
 from choreo.events import Emit, Envelope, Event
 from choreo.logs import configure_logging
@@ -304,19 +304,8 @@ class StepRunner:
         dead_letters: DeadLetters,
         span: trace.Span,
     ) -> asyncio.Future:
-        reason = getattr(exc, "reason", "transient-exhausted")
-        span.record_exception(exc)
-        span.set_status(Status(StatusCode.ERROR, f"{reason}: {exc}"))
-        span.set_attribute("lisa.dead_letter_reason", reason)
+        reason = mark_failed(span, record, exc)
         self.metrics.record_failure(record.topic, reason)
-        log.error(
-            "input dead-lettered",
-            reason=reason,
-            error=str(exc),
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-        )
         return await dead_letters.send(record, Failure(reason=reason, error=exc, attempts=attempts))
 
 

@@ -93,15 +93,16 @@ def _require(tool: str, why: str) -> str:
     return path
 
 
-def kafka_libs() -> Path:
-    """The broker's jars, fetched once per pom version; later calls need no network."""
-    pom = deploy_dir() / "kafka" / "pom.xml"
+def fetch_with_maven(component: str, why: str) -> Path:
+    """``deploy/<component>/pom.xml``'s runtime dependencies, copied once per pom version into
+    ``$LISA_CHOREO_HOME/<component>/<pom sha>/libs``; later calls need no network."""
+    pom = deploy_dir() / component / "pom.xml"
     digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:12]
-    libs = home() / "kafka" / digest / "libs"
+    libs = home() / component / digest / "libs"
     marker = libs / ".complete"
     if marker.exists():
         return libs
-    mvn = _require("mvn", "Maven fetches the Kafka jars once (Debian: apt-get install maven)")
+    mvn = _require("mvn", f"Maven fetches {why} once (Debian: apt-get install maven)")
     libs.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
         [
@@ -120,9 +121,13 @@ def kafka_libs() -> Path:
     )
     if result.returncode != 0:
         tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
-        raise StackError("fetching Kafka jars with Maven failed: " + " | ".join(tail))
+        raise StackError(f"fetching {why} with Maven failed: " + " | ".join(tail))
     marker.write_text(digest)
     return libs
+
+
+def kafka_libs() -> Path:
+    return fetch_with_maven("kafka", "the Kafka jars")
 
 
 def _voters(node: KafkaNode, base_port: int) -> str:

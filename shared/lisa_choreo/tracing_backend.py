@@ -13,7 +13,6 @@ door here. Zipkin's span model has no links: fan-in links (the catalogue's) do n
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -24,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from lisa_choreo.paths import deploy_dir, home
-from lisa_choreo.stack import StackError, _require, _tail
+from lisa_choreo.paths import home
+from lisa_choreo.stack import StackError, _require, _tail, fetch_with_maven
 
 DEFAULT_URL = "http://127.0.0.1:9411"
 EXPORTER = "zipkin_json"  # entry point of opentelemetry-exporter-zipkin-json
@@ -102,34 +101,10 @@ def otel_env(url: str | None = None) -> dict[str, str]:
 
 def zipkin_jar() -> Path:
     """Zipkin's executable jar, fetched once per pom version; later calls need no network."""
-    pom = deploy_dir() / "zipkin" / "pom.xml"
-    digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:12]
-    libs = home() / "zipkin" / digest
-    marker = libs / ".complete"
-    if marker.exists():
-        return libs / marker.read_text().strip()
-    mvn = _require("mvn", "Maven fetches Zipkin's jar once (Debian: apt-get install maven)")
-    libs.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [
-            mvn,
-            "-q",
-            "-B",
-            "-f",
-            str(pom),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={libs}",
-            "-DincludeScope=runtime",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    libs = fetch_with_maven("zipkin", "Zipkin's jar")
     jars = sorted(libs.glob("zipkin-server-*-exec.jar"))
-    if result.returncode != 0 or not jars:
-        tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
-        raise StackError("fetching Zipkin's jar with Maven failed: " + " | ".join(tail))
-    marker.write_text(jars[-1].name)
+    if not jars:
+        raise StackError(f"no zipkin-server exec jar in {libs}")
     return jars[-1]
 
 

@@ -1,6 +1,7 @@
 """Signal-only TDI 2.0 X, Y, Z of Galactic binaries with the LISA Consortium simulators.
 
-Chain (``/work/shared/science/README.md`` section 5): Keplerian orbits from ``lisaorbits``
+Chain (science notes, ``../shared/science/README.md`` section 5): Keplerian orbits from
+``lisaorbits``
 (``KeplerianOrbits`` with default parameters, written to a temporary orbit file: no ESA orbit
 file is needed) -> link responses of every source with ``lisagwresponse.GalacticBinary.write``
 (summed in one GW file, TPS time frame) -> ``pytdi.Data.from_gws`` -> TDI 2.0 Michelson

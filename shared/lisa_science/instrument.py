@@ -1,6 +1,7 @@
 """Realistic instrumental noise in TDI 2.0 X, Y, Z from lisainstrument + pytdi.
 
-Configuration (``/work/shared/science/README.md`` sections 2 and 5, "test-mass 3 fm, OMS 15 pm,
+Configuration (science notes, ``../shared/science/README.md`` sections 2 and 5, "test-mass
+3 fm, OMS 15 pm,
 laser only"): ``lisainstrument.Instrument`` at 4 Hz with laser noise (default 30 Hz/sqrt(Hz),
 locking N1-12), test-mass acceleration noise 3e-15 m/s^2/sqrt(Hz) (knee 0.4 mHz, break 8 mHz) and
 OMS noise 15 pm/sqrt(Hz) (knee 2 mHz) in the science interferometers only; every other noise,

@@ -26,6 +26,7 @@ def test_compose_runs_every_pipeline_service_with_kafka_and_tracing():
 
 def test_dockerfile_installs_the_project_and_runs_the_cli():
     text = (ROOT / "Dockerfile").read_text()
-    assert text.startswith("#") and "FROM python:3.12" in text
+    assert text.startswith("#")
+    assert "FROM python:3.12" in text
     assert 'ENTRYPOINT ["lisa-choreo"]' in text
     assert "USER lisa" in text  # not root

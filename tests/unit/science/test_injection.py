@@ -1,9 +1,11 @@
 """Tests for ``lisa_science.binaries`` and ``lisa_science.injection``.
 
 The references are independent of the code under test: the optimal-SNR table of
-``/work/shared/science/README.md`` section 3 (lisagwresponse 3.0.2 on Keplerian orbits, start at
+the science notes (``../shared/science/README.md``) section 3 (lisagwresponse 3.0.2 on
+Keplerian orbits, start at
 orbit phase 0; gbgpu and LDC FastGB agree within 1% at 1 year) and the analytic SciRD TDI 2.0 PSD
-of section 2, written out below. Tests that need the LISA simulators skip without them.
+of section 2, written out in scird_reference.py. Tests that need the LISA simulators skip
+without them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scird_reference import scird_tdi2_psd_ae
 
 from lisa_science.binaries import (
     GalacticBinary,
@@ -29,27 +32,6 @@ from lisa_science.injection import inject_binaries, tdi_margins
 
 REPO = Path(__file__).resolve().parents[3]
 KUPFER_CSV = REPO / "shared" / "lisa_science" / "data" / "verification_binaries_kupfer2018.csv"
-
-ARM_LENGTH = 2.5e9  # m
-LIGHT_SPEED = 299792458.0  # m/s
-
-
-def scird_tdi2_psd_ae(f: np.ndarray) -> np.ndarray:
-    """One-sided SciRD TDI 2.0 PSD of A (= E), fractional frequency (README section 2)."""
-    x = 2 * np.pi * f * ARM_LENGTH / LIGHT_SPEED
-    s_oms = (15e-12) ** 2 * (2 * np.pi * f / LIGHT_SPEED) ** 2 * (1 + (2e-3 / f) ** 4)
-    s_acc = (
-        (3e-15) ** 2
-        * (1 + (0.4e-3 / f) ** 2)
-        * (1 + (f / 8e-3) ** 4)
-        / (2 * np.pi * f * LIGHT_SPEED) ** 2
-    )
-    tdi15 = (
-        8
-        * np.sin(x) ** 2
-        * ((2 + np.cos(x)) * s_oms + 2 * (3 + 2 * np.cos(x) + np.cos(2 * x)) * s_acc)
-    )
-    return tdi15 * 4 * np.sin(2 * x) ** 2
 
 
 def optimal_snr_ae(x: np.ndarray, y: np.ndarray, z: np.ndarray, dt: float) -> float:

@@ -1,7 +1,8 @@
 """Tests for ``lisa_science.instrument`` (lisainstrument + pytdi TDI 2.0 noise).
 
-Reference: the analytic SciRD TDI 2.0 PSD of ``/work/shared/science/README.md`` section 2, written
-out below (independent of ``lisa_science.noise``). The README found a Welch PSD of 1 day of this
+Reference: the analytic SciRD TDI 2.0 PSD of the science notes
+(``../shared/science/README.md``) section 2, written out in scird_reference.py (independent
+of ``lisa_science.noise``). The README found a Welch PSD of 1 day of this
 configuration within 0.98-1.07 of S_A from 0.5 to 90 mHz.
 
 Statistics: a band [f1, f2] of a T-long series holds K = (f2 - f1) T independent frequency bins,
@@ -20,31 +21,12 @@ import math
 import numpy as np
 import pytest
 from scipy import signal
+from scird_reference import scird_tdi2_psd_ae
 
 from lisa_science.instrument import decimation_filter, instrument_tdi_noise, smooth_delays
 
-ARM_LENGTH = 2.5e9  # m
-LIGHT_SPEED = 299792458.0  # m/s
 BANDS_HZ = [(0.5e-3, 2e-3), (2e-3, 5e-3), (5e-3, 10e-3), (10e-3, 25e-3), (35e-3, 55e-3)]
 SEED = 1
-
-
-def scird_tdi2_psd_ae(f: np.ndarray) -> np.ndarray:
-    """One-sided SciRD TDI 2.0 PSD of A (= E), fractional frequency (README section 2)."""
-    x = 2 * np.pi * f * ARM_LENGTH / LIGHT_SPEED
-    s_oms = (15e-12) ** 2 * (2 * np.pi * f / LIGHT_SPEED) ** 2 * (1 + (2e-3 / f) ** 4)
-    s_acc = (
-        (3e-15) ** 2
-        * (1 + (0.4e-3 / f) ** 2)
-        * (1 + (f / 8e-3) ** 4)
-        / (2 * np.pi * f * LIGHT_SPEED) ** 2
-    )
-    tdi15 = (
-        8
-        * np.sin(x) ** 2
-        * ((2 + np.cos(x)) * s_oms + 2 * (3 + 2 * np.cos(x) + np.cos(2 * x)) * s_acc)
-    )
-    return tdi15 * 4 * np.sin(2 * x) ** 2
 
 
 def band_ratios(channel: np.ndarray, dt: float) -> tuple[list[float], float]:
