@@ -91,17 +91,21 @@ def run_pipeline(
     tracing: str = "none",
     keep: bool = False,
     timeout_s: float = 1800.0,
+    on_started: Callable[[Fleet], object] | None = None,
 ) -> tuple[dict, Fleet]:
     """Backlog throughput: one file ingested at once, time until the catalogue stacked it all.
 
     Returns the result and the fleet (stopped unless ``keep``)."""
     fleet = ctx.fleet(name, tracing)
-    fleet.create_topics()
-    fleet.start()
-    if ctx.broker_pid:
-        fleet.sampler.watch("kafka-broker", ctx.broker_pid)
-    ctx.log(f"  {name}: {len(fleet.procs)} services up ({tracing=}); ingesting {data.days} days")
+    ok = False
     try:
+        fleet.create_topics()
+        fleet.start()
+        if ctx.broker_pid:
+            fleet.sampler.watch("kafka-broker", ctx.broker_pid)
+        ctx.log(f"  {name}: {len(fleet.procs)} services up ({tracing=}); {data.days} segments")
+        if on_started is not None:
+            on_started(fleet)
         fleet.sampler.mark_start()
         t0, cpu0 = time.time(), time.process_time()
         ids = _ingest(fleet.settings, ctx.store_uri, data.path)
@@ -144,9 +148,10 @@ def run_pipeline(
                 for k, st in fleet.sampler.stats.items()
             },
         }
+        ok = True
         return result, fleet
     finally:
-        if not keep:
+        if not (keep and ok):
             fleet.stop()
 
 
@@ -266,9 +271,9 @@ def run_replicas(
 
     backlog = asyncio.run(read_backlog())
     fleet = ctx.fleet(f"scale-{step}-{replicas}")
-    fleet.create_topics()
-    fleet.start((step,), replicas=replicas)
     try:
+        fleet.create_topics()
+        fleet.start((step,), replicas=replicas)
         n_parts = 6
         deadline = time.monotonic() + 120
         while True:

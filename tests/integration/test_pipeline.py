@@ -168,3 +168,24 @@ def test_a_segment_flow_is_one_trace_through_every_service(services: Services):
         30,
         "one trace holding ingest, condition, gb-search and estimate spans",
     )
+
+
+def test_six_hours_of_instrument_noise_through_condition(services: Services):
+    """The realistic path: lisainstrument + pytdi noise (test-mass 3 fm, OMS 15 pm, laser only)
+    through ingest and condition. Six hours hold few independent cells per band (32 in
+    0.5-2 mHz), so each band must match the model within max(15 %, 3 sigma) of that limit."""
+    services.start("condition", LISA_CONDITION_WELCH_SEGMENT_S="3600")
+    path = simulate(
+        services, "instrument.h5", 0.25, "--noise", "instrument", "--sources", "none", "--seed", "1"
+    )
+    ingest(services, path, "--segment-s", "21600")
+    (seg,) = wait_until(
+        lambda: events(services.settings, SEGMENTS_CONDITIONED, SegmentConditioned),
+        120,
+        "the conditioned segment",
+    )
+    for r in seg.data.psd_model_ratio:
+        if r.channel == "T":
+            continue
+        sigma = 1.1 / np.sqrt(0.25 * DAY * (r.fmax_hz - r.fmin_hz))
+        assert abs(r.ratio - 1) <= max(0.15, 3 * sigma), (r.channel, r.fmin_hz, r.ratio)

@@ -1,0 +1,269 @@
+"""Per-hop cost: one hop of the runtime beside the same hop in plain aiokafka, in one run.
+
+Three paths are fed by the same producer in this process, one message on each per tick (in a
+shuffled order), and read back by the same consumer here:
+
+- ``bare``: produce -> topic -> consume (the broker's own produce-to-consume latency);
+- ``echo``: produce -> topic -> a separate process with a plain aiokafka consumer that re-produces
+  each record untouched with a plain aiokafka producer -> topic -> consume (a hop, bare);
+- ``runtime``: the same hop through a step run by ``choreo.runner`` in its own process (decode and
+  validate the CloudEvent and its pydantic body, CONSUMER and PRODUCER spans, handler in a worker
+  thread, acks=all idempotent producer, wait for the acks, commit, then the next batch).
+
+The body is a real ``SegmentRaw`` event (~1 KB of JSON, the CloudEvents headers beside it), so
+decoding and validation cost what they cost in the pipeline.
+
+``python -m bench.hop runtime|echo`` is the process that serves a path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from choreo import Consumes, Emit, Envelope, Produces, Step, codec, derive_event_id
+from choreo.settings import KafkaSettings
+from choreo.store import ArrayRef
+from choreo.topology import TopicSpec, ensure_topics
+from lisa_choreo.events import SegmentRaw, SegmentTiming
+
+RUNTIME_IN, RUNTIME_OUT = "bench.hop.runtime.in", "bench.hop.runtime.out"
+ECHO_IN, ECHO_OUT = "bench.hop.echo.in", "bench.hop.echo.out"
+BARE = "bench.hop.bare"
+PARTITIONS = 3
+PATHS = {"bare": (BARE, BARE), "echo": (ECHO_IN, ECHO_OUT), "runtime": (RUNTIME_IN, RUNTIME_OUT)}
+
+step = Step(
+    "bench-hop",
+    consumes=[Consumes(RUNTIME_IN, SegmentRaw)],
+    produces=[Produces(RUNTIME_OUT, SegmentRaw)],
+    description="forwards raw segments unchanged: one hop of the runtime, nothing else",
+)
+
+
+@step.handler
+def forward(event: Envelope[SegmentRaw]) -> list[Emit]:
+    return [Emit(RUNTIME_OUT, event.data)]
+
+
+def topics() -> list[TopicSpec]:
+    names = [BARE, ECHO_IN, ECHO_OUT, RUNTIME_IN, RUNTIME_OUT, RUNTIME_IN + ".dlq"]
+    return [TopicSpec(n, partitions=PARTITIONS, retention_ms=3_600_000) for n in names]
+
+
+def sample_event(i: int) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    """A raw segment's event as ingest publishes it (claim check, timing, provenance)."""
+    sha = "3f" * 32
+    seg = f"{sha[:16]}-{i:05d}"
+    body = SegmentRaw(
+        timing=SegmentTiming(segment_id=seg, t0=86_400.0 * i, dt=5.0, n_samples=17_280),
+        index=i,
+        source_file="/data/lisa/ldc2a/spritz-vgb-year-1/LDC2_spritz_vgb_training_v2.h5",
+        source_sha256=sha,
+        overlap_s=0.0,
+        data=ArrayRef(
+            uri=f"file:///var/lib/lisa-choreo/store/{sha[:2]}/{sha}.h5",
+            sha256=sha,
+            size_bytes=417_920,
+            shapes={"X": [17_280], "Y": [17_280], "Z": [17_280]},
+        ),
+        nan_fraction=0.0,
+    )
+    env = Envelope(
+        id=derive_event_id(sha, "ingest", i),
+        source="ingest",
+        data=body,
+        correlation_id=derive_event_id(sha, "ingest", i),
+        subject=seg,
+        key=seg,
+    )
+    return codec.encode(env)
+
+
+# -- the serving processes --------------------------------------------------------------------
+
+
+async def _echo(settings: KafkaSettings) -> None:
+    """Plain aiokafka: consume, re-produce untouched (no validation, no spans, auto-commit)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    producer = AIOKafkaProducer(**settings.client_options())
+    consumer = AIOKafkaConsumer(
+        settings.topic(ECHO_IN),
+        **settings.client_options(),
+        group_id=settings.topic("bench-echo"),
+        auto_offset_reset="earliest",
+    )
+    await producer.start()
+    await consumer.start()
+    announced = False
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=100)
+            if not announced and consumer.assignment():
+                print("echo assigned", flush=True)
+                announced = True
+            for records in batch.values():
+                for r in records:
+                    await producer.send(
+                        settings.topic(ECHO_OUT), value=r.value, key=r.key, headers=list(r.headers)
+                    )
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def serve(mode: str) -> int:
+    if mode == "runtime":
+        from choreo.runner import run_step
+
+        return run_step(step)
+    asyncio.run(_echo(KafkaSettings()))
+    return 0
+
+
+# -- the measurement ----------------------------------------------------------------------------
+
+
+def _start(mode: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+    root = Path(__file__).resolve().parents[1]
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bench.hop", mode],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=root,
+            env={**os.environ, **env, "PYTHONPATH": str(root)},
+        )
+
+
+def _wait_log(proc: subprocess.Popen, log: Path, text: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in log.read_text(errors="replace"):
+        if proc.poll() is not None:
+            raise RuntimeError(f"hop server exited; see {log}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{text!r} not in {log} after {timeout_s} s")
+        time.sleep(0.1)
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    s = sorted(values)
+
+    def pct(p: float) -> float:
+        k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
+        return s[k]
+
+    return {"p50": pct(50), "p99": pct(99), "p99_9": pct(99.9), "max": s[-1], "n": len(s)}
+
+
+async def _measure(settings: KafkaSettings, n: int, rate_hz: float) -> dict[str, list[float]]:
+    payloads = [sample_event(i) for i in range(n)]
+    producer = AIOKafkaProducer(**settings.client_options(), acks="all", linger_ms=0)
+    consumer = AIOKafkaConsumer(**settings.client_options(), group_id=None)
+    await producer.start()
+    await consumer.start()
+    outs = {settings.topic(out): name for name, (_, out) in PATHS.items()}
+    parts = [TopicPartition(t, p) for t in outs for p in range(PARTITIONS)]
+    consumer.assign(parts)
+    await consumer.seek_to_end(*parts)
+    for tp in parts:
+        await consumer.position(tp)
+    sent: dict[bytes, float] = {}
+    latencies: dict[str, list[float]] = {name: [] for name in PATHS}
+    expected = n * len(PATHS)
+    done = asyncio.Event()
+
+    async def receive() -> None:
+        got = 0
+        while got < expected:
+            batch = await consumer.getmany(timeout_ms=50)
+            now = time.perf_counter()
+            for records in batch.values():
+                for r in records:
+                    t = sent.pop(r.key, None)
+                    if t is not None:
+                        latencies[outs[r.topic]].append(now - t)
+                        got += 1
+        done.set()
+
+    receiver = asyncio.create_task(receive())
+    rng = random.Random(7)
+    start = time.perf_counter()
+    for i, (_, value, headers) in enumerate(payloads):
+        delay = start + i / rate_hz - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        order = list(PATHS.items())
+        rng.shuffle(order)
+        for name, (topic_in, _) in order:
+            key = f"{name}-{i}".encode()
+            sent[key] = time.perf_counter()
+            await producer.send(settings.topic(topic_in), value=value, key=key, headers=headers)
+    try:
+        await asyncio.wait_for(done.wait(), 120)
+    except TimeoutError:
+        receiver.cancel()
+    await producer.stop()
+    await consumer.stop()
+    return latencies
+
+
+def run_hops(bootstrap: str, workdir: Path, n: int, rate_hz: float, log=print) -> dict:
+    import uuid
+
+    prefix = f"bench-hop-{uuid.uuid4().hex[:6]}."
+    settings = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix)
+    asyncio.run(ensure_topics(settings, topics()))
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {
+        "LISA_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "LISA_KAFKA_TOPIC_PREFIX": prefix,
+        "OTEL_TRACES_EXPORTER": "none",
+        "LISA_LOG_LEVEL": "WARNING",  # no log line per record: the hop, not the logging
+    }
+    logs = {m: workdir / f"hop-{m}.log" for m in ("runtime", "echo")}
+    procs = {m: _start(m, env, logs[m]) for m in logs}
+    try:
+        # WARNING hides "step started": wait for the runtime's group via a probe message instead
+        _wait_log(procs["echo"], logs["echo"], "echo assigned")
+        asyncio.run(_warm_up(settings))
+        log(f"  hops: {n} messages per path at {rate_hz:g} Hz (bare, echo, runtime)")
+        lat = asyncio.run(_measure(settings, n, rate_hz))
+    finally:
+        for p in procs.values():
+            p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    result = {name: percentiles([1e3 * v for v in values]) for name, values in lat.items()}
+    result["n"] = n
+    result["rate_hz"] = rate_hz
+    result["body_bytes"] = len(sample_event(0)[1])
+    result["header_bytes"] = sum(len(k) + len(v) for k, v in sample_event(0)[2])
+    result["samples_ms"] = {name: [round(1e3 * v, 3) for v in values] for name, values in lat.items()}
+    return result
+
+
+async def _warm_up(settings: KafkaSettings, timeout_s: float = 120) -> None:
+    """One message through each hop, so groups are joined and connections open."""
+    lat = await asyncio.wait_for(_measure(settings, 3, 20.0), timeout_s)
+    if min(len(v) for v in lat.values()) < 3:
+        raise RuntimeError(f"warm-up lost messages: { {k: len(v) for k, v in lat.items()} }")
+
+
+if __name__ == "__main__":
+    sys.exit(serve(sys.argv[1]))

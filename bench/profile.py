@@ -1,0 +1,65 @@
+"""Where the time goes: py-spy samples of a running process, folded into a top list.
+
+``py-spy record --format raw`` writes one folded stack per line with its sample count; this module
+attaches to pids (the services of a fleet) or runs a command, and summarises inclusive time per
+function and self time per leaf, so the README's findings can be regenerated.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+
+def py_spy() -> str | None:
+    exe = Path(sys.executable).with_name("py-spy")
+    return str(exe) if exe.exists() else shutil.which("py-spy")
+
+
+def record_pid(pid: int, seconds: float, out: Path, rate: int = 200) -> subprocess.Popen | None:
+    """Start sampling ``pid`` (with its threads, idle samples excluded) in the background."""
+    exe = py_spy()
+    if exe is None:
+        return None
+    return subprocess.Popen(
+        [exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", str(rate),
+         "--format", "raw", "--output", str(out), "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _frames(line: str) -> tuple[list[str], int]:
+    stack, _, count = line.rstrip().rpartition(" ")
+    return [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0] + ")" if " (" in f else f
+            for f in stack.split(";")], int(count)
+
+
+def summarise(path: Path, top: int = 15) -> dict:
+    """Inclusive samples per function (once per stack) and self samples per leaf function."""
+    inclusive: Counter[str] = Counter()
+    leaf: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        frames, count = _frames(line)
+        total += count
+        for name in set(frames):
+            inclusive[name] += count
+        leaf[frames[-1]] += count
+    return {
+        "samples": total,
+        "inclusive": [(n, round(c / total, 3)) for n, c in inclusive.most_common(top)],
+        "self": [(n, round(c / total, 3)) for n, c in leaf.most_common(top)],
+    }
+
+
+if __name__ == "__main__":  # python -m bench.profile raw.txt
+    import json
+
+    print(json.dumps(summarise(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 25),
+                     indent=1))

@@ -1,0 +1,216 @@
+"""``python -m bench.run [--smoke] [--out bench/results]``: every measurement, side by side.
+
+Sections (keys of the JSON report):
+
+- ``kernel``: the search kernel's time per one-day segment against numpy's FFT floor;
+- ``hop``: produce -> consume latency of one runtime hop beside plain aiokafka;
+- ``choreography_vs_in_process``: the same kernels on the same data, (a) sequentially in one
+  process without Kafka, (b) through every service as its own process on the broker;
+- ``end_to_end``: raw segment published -> catalogue updated, at a steady input rate;
+- ``tracing``: throughput with spans exported to Zipkin against tracing disabled;
+- ``scaling``: the slowest step with 1 and 2 replicas; throughput and peak RSS per service as the
+  dataset grows.
+
+The broker is ``LISA_KAFKA_BOOTSTRAP_SERVERS`` (started with ``lisa_choreo.stack`` on that port
+when nothing answers, stopped at the end); Zipkin is ``--zipkin-url`` (``LISA_ZIPKIN_URL``),
+started likewise. Every case runs on its own topic prefix, so a shared broker is not disturbed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil
+
+from bench.report import Row, plots, table, write_json
+
+SECTIONS = (
+    "kernel",
+    "hop",
+    "choreography_vs_in_process",
+    "end_to_end",
+    "tracing",
+    "scaling",
+)
+
+
+class Config:
+    def __init__(self, smoke: bool) -> None:
+        self.smoke = smoke
+        self.sizes = (3, 6) if smoke else (30, 365)
+        self.hop_messages, self.hop_rate_hz = (200, 100.0) if smoke else (2000, 50.0)
+        self.e2e_segments, self.e2e_interval_s = (4, 0.5) if smoke else (60, 0.5)
+        self.tracing_days, self.tracing_reps = (3, 1) if smoke else (60, 2)
+        self.scaling_backlog = 6 if smoke else 120
+        self.kernel_rounds = 3 if smoke else 15
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def environment() -> dict:
+    """What the numbers were measured on: cores, load, and who else was using the CPU."""
+    me = os.getpid()
+    busy = []
+    for p in psutil.process_iter(["pid", "name", "cmdline", "cpu_percent"]):
+        try:
+            if p.info["pid"] == me:
+                continue
+            pct = p.cpu_percent(interval=None)
+            busy.append((p, pct))
+        except psutil.Error:
+            continue
+    time.sleep(1.0)
+    others = []
+    for p, _ in busy:
+        try:
+            pct = p.cpu_percent(interval=None)
+            if pct >= 5.0:
+                others.append({"pid": p.pid, "cpu_percent": pct,
+                               "cmd": " ".join(p.info["cmdline"] or [p.info["name"]])[:120]})
+        except psutil.Error:
+            continue
+    return {
+        "cpus_logical": psutil.cpu_count(),
+        "cpus_physical": psutil.cpu_count(logical=False),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average_1_5_15": os.getloadavg(),
+        "busy_processes_at_start": sorted(others, key=lambda o: -o["cpu_percent"])[:12],
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+def _broker(bootstrap: str) -> tuple[list, int | None]:
+    from lisa_choreo import stack
+
+    port = int(bootstrap.split(",")[0].rsplit(":", 1)[1])
+    node = stack.KafkaNode(port=port)
+    started = []
+    if asyncio.run(stack.probe(bootstrap, 3.0)) is None:
+        log(f"starting a Kafka broker on {bootstrap}")
+        started = stack.up([node])
+    pid = stack._running_pid(node)  # our JVM's pid when the stack of LISA_CHOREO_HOME runs it
+    return started, pid
+
+
+def _zipkin(url: str) -> tuple[object | None, bool, str | None]:
+    from lisa_choreo import tracing_backend
+
+    server = tracing_backend.ZipkinServer(port=urlsplit(url).port or 9411)
+    try:
+        started = tracing_backend.launch(server)
+        tracing_backend.wait_ready(server)
+    except Exception as exc:  # tracing is one section; the rest still runs
+        return None, False, f"{type(exc).__name__}: {exc}"
+    return server, started, None
+
+
+def _section(report: dict, rows: list[Row], name: str, fn: Callable[[], tuple[dict, list[Row]]]):
+    log(f"[{name}]")
+    t = time.monotonic()
+    load0 = os.getloadavg()[0]
+    try:
+        result, new_rows = fn()
+    except Exception as exc:
+        traceback.print_exc()
+        result = {"error": f"{type(exc).__name__}: {exc}"}
+        new_rows = [Row(name, "failed", "-", "error")]
+    result["section_wall_s"] = round(time.monotonic() - t, 1)
+    result["load_average_1min"] = [load0, os.getloadavg()[0]]
+    report[name] = result
+    rows += new_rows
+    log(f"[{name}] {result['section_wall_s']} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks, not numbers")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument(
+        "--zipkin-url", default=os.environ.get("LISA_ZIPKIN_URL", "http://127.0.0.1:9411")
+    )
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy every service of the largest choreography run and (a)")
+    parser.add_argument("--keep-work", action="store_true", help="keep logs, data and store")
+    parser.add_argument("--only", nargs="*", choices=SECTIONS, help="run these sections only")
+    args = parser.parse_args(argv)
+
+    from choreo.settings import KafkaSettings
+
+    cfg = Config(args.smoke)
+    args.out.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="lisa-bench-"))
+    bootstrap = KafkaSettings().bootstrap_servers
+    t_start = time.time()
+    report: dict = {
+        "mode": "smoke" if args.smoke else "full",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "bootstrap": bootstrap,
+        "environment": environment(),
+    }
+    rows: list[Row] = []
+    started_kafka, broker_pid = _broker(bootstrap)
+    zipkin, started_zipkin, zipkin_error = _zipkin(args.zipkin_url)
+    from bench import sections
+    from bench.pipeline import Context
+
+    ctx = Context(
+        bootstrap=bootstrap,
+        workdir=workdir,
+        store_uri=(workdir / "store").as_uri(),
+        zipkin_spans_url=zipkin.spans_endpoint if zipkin else None,
+        broker_pid=broker_pid,
+        log=log,
+    )
+    state = sections.State(cfg, ctx, args.out, args.profile, zipkin_error)
+    wanted = args.only or SECTIONS
+    try:
+        for name in SECTIONS:
+            if name in wanted:
+                _section(report, rows, name, getattr(sections, name)(state))
+    finally:
+        if started_zipkin and zipkin is not None:
+            from lisa_choreo import tracing_backend
+
+            tracing_backend.stop(zipkin)
+        if started_kafka:
+            from lisa_choreo import stack
+
+            stack.down(started_kafka)
+        if not args.keep_work:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            log(f"work dir kept: {workdir}")
+    report["wall_s"] = round(time.time() - t_start, 1)
+    report["load_average_at_end"] = os.getloadavg()
+    write_json(args.out / "report.json", report, rows)
+    try:
+        report["plots"] = plots(args.out, report)
+    except Exception as exc:  # a plot must not lose the numbers
+        traceback.print_exc()
+        report["plots_error"] = repr(exc)
+    write_json(args.out / "report.json", report, rows)
+    cpus = report["environment"]["cpus_logical"]
+    print(f"lisa-choreo benchmark ({report['mode']}), {cpus} CPUs, shared machine "
+          f"(load average at start {report['environment']['load_average_1_5_15'][0]:.2f}), "
+          f"{report['wall_s']} s")
+    print(table(rows))
+    print(f"report: {args.out / 'report.json'}; plots: {', '.join(report.get('plots', []))}")
+    return 1 if any(r.status == "error" for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
