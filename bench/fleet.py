@@ -71,7 +71,9 @@ class Sampler:
         self._procs: dict[str, psutil.Process] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.t0 = time.time()
+        self.t0 = self.t1 = time.time()
+        self.busy = [0.0, 0.0]
+        self.self_cpu = [0.0, 0.0]
 
     def watch(self, name: str, pid: int) -> None:
         try:
@@ -88,15 +90,39 @@ class Sampler:
         except psutil.Error:
             return 0.0
 
+    @staticmethod
+    def _busy() -> float:
+        """CPU seconds the whole machine (every core, every tenant) spent busy so far."""
+        t = psutil.cpu_times()
+        return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+    def machine(self) -> dict:
+        """How busy the machine was between the marks, and how much of it was not ours
+        (the watched processes and this one): a shared 2-core machine gives what it has left."""
+        wall = max(self.t1 - self.t0, 1e-9)
+        ours = sum(st.cpu_s for st in self.stats.values()) + (self.self_cpu[1] - self.self_cpu[0])
+        busy = self.busy[1] - self.busy[0]
+        return {
+            "cores": psutil.cpu_count(),
+            "busy_cores": busy / wall,
+            "our_cores": ours / wall,
+            "others_cores": max(busy - ours, 0.0) / wall,
+        }
+
     def mark_start(self) -> None:
         """CPU counted from now (start-up excluded) and RSS peaks reset."""
         self.t0 = time.time()
+        self.busy = [self._busy(), 0.0]
+        self.self_cpu = [time.process_time(), 0.0]
         for name, proc in self._procs.items():
             self.stats[name].cpu_start = self._cpu(proc)
             self.stats[name].peak_rss = 0
             self.stats[name].rss_samples.clear()
 
     def mark_end(self) -> None:
+        self.t1 = time.time()
+        self.busy[1] = self._busy()
+        self.self_cpu[1] = time.process_time()
         for name, proc in self._procs.items():
             self.stats[name].cpu_end = self._cpu(proc)
 
@@ -161,7 +187,9 @@ class Fleet:
             "LISA_KAFKA_TOPIC_PREFIX": self.prefix,
             "LISA_STORE_URI": store_uri,
             "LISA_CHOREO_HOME": str(self.dir / "home"),
-            "LISA_LOG_LEVEL": "INFO",
+            "LISA_LOG_LEVEL": "INFO",  # the runner's "processed" lines time each step
+            "OTEL_METRICS_EXPORTER": "none",
+            "LISA_METRICS_PORT": "",  # replicas would fight over one scrape port
             **tracing_env(tracing, zipkin_spans_url),
             **(env or {}),
         }
@@ -176,12 +204,17 @@ class Fleet:
         asyncio.run(ensure_topics(self.settings, specs))
 
     def start(
-        self, services: tuple[str, ...] = PIPELINE_STEPS, replicas: int = 1, **env: str
+        self,
+        services: tuple[str, ...] = PIPELINE_STEPS,
+        replicas: int | dict[str, int] = 1,
+        **env: str,
     ) -> Fleet:
+        """Start the services (``replicas`` of each, or per name) and wait until each is up."""
         started = []
         for name in services:
-            for r in range(replicas):
-                key = name if replicas == 1 else f"{name}#{r}"
+            count = replicas if isinstance(replicas, int) else replicas.get(name, 1)
+            for r in range(count):
+                key = name if count == 1 else f"{name}#{r}"
                 proc = ServiceProcess(name, self.dir / f"{key}.log", {**self.env, **env})
                 self.procs[key] = proc.start()
                 started.append(proc)
@@ -199,9 +232,7 @@ class Fleet:
 
     def stacked(self) -> dict[str, float]:
         """segment id -> when the catalogue logged it stacked (epoch s)."""
-        return {
-            r["segment_id"]: r["t"] for r in log_events(self.log("catalog"), "segment stacked")
-        }
+        return {r["segment_id"]: r["t"] for r in log_events(self.log("catalog"), "segment stacked")}
 
     def processed(self, key: str) -> list[dict]:
         return log_events(self.log(key), "processed")
@@ -222,9 +253,11 @@ class Fleet:
                 )
             time.sleep(0.2)
 
-    def wait_processed(self, key_prefix: str, count: int, timeout_s: float) -> list[dict]:
-        """The ``processed`` lines of every replica whose key starts with ``key_prefix``."""
+    def wait_processed(self, key_prefix: str, subjects: set[str], timeout_s: float) -> list[dict]:
+        """The ``processed`` lines of every replica whose key starts with ``key_prefix``, once
+        every subject (segment id) has one (a rebalance may process some twice)."""
         deadline = time.monotonic() + timeout_s
+        count = len(subjects)
         while True:
             lines = [
                 dict(r, replica=k)
@@ -232,7 +265,7 @@ class Fleet:
                 if k.split("#")[0] == key_prefix
                 for r in self.processed(k)
             ]
-            if len(lines) >= count:
+            if subjects <= {r.get("subject") for r in lines}:
                 return lines
             if time.monotonic() > deadline:
                 raise TimeoutError(

@@ -19,6 +19,7 @@ decoding and validation cost what they cost in the pipeline.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import signal
@@ -158,31 +159,43 @@ def _wait_log(proc: subprocess.Popen, log: Path, text: str, timeout_s: float = 1
         time.sleep(0.1)
 
 
-def percentiles(values: list[float]) -> dict[str, float]:
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile: the smallest sample with at least p % of samples at or below."""
     s = sorted(values)
-
-    def pct(p: float) -> float:
-        k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
-        return s[k]
-
-    return {"p50": pct(50), "p99": pct(99), "p99_9": pct(99.9), "max": s[-1], "n": len(s)}
+    k = max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))
+    return s[k]
 
 
-async def _measure(settings: KafkaSettings, n: int, rate_hz: float) -> dict[str, list[float]]:
+def percentiles(values: list[float]) -> dict[str, float]:
+    return {
+        "p50": percentile(values, 50),
+        "p99": percentile(values, 99),
+        "p99_9": percentile(values, 99.9),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+async def _measure(
+    settings: KafkaSettings, n: int, rate_hz: float, paths: dict | None = None
+) -> dict[str, list[float]]:
+    """Send ``n`` messages per path (name -> (input topic, output topic)) at ``rate_hz``; the
+    produce -> consume latency of each, in seconds."""
+    paths = paths or PATHS
     payloads = [sample_event(i) for i in range(n)]
     producer = AIOKafkaProducer(**settings.client_options(), acks="all", linger_ms=0)
     consumer = AIOKafkaConsumer(**settings.client_options(), group_id=None)
     await producer.start()
     await consumer.start()
-    outs = {settings.topic(out): name for name, (_, out) in PATHS.items()}
+    outs = {settings.topic(out): name for name, (_, out) in paths.items()}
     parts = [TopicPartition(t, p) for t in outs for p in range(PARTITIONS)]
     consumer.assign(parts)
     await consumer.seek_to_end(*parts)
     for tp in parts:
         await consumer.position(tp)
     sent: dict[bytes, float] = {}
-    latencies: dict[str, list[float]] = {name: [] for name in PATHS}
-    expected = n * len(PATHS)
+    latencies: dict[str, list[float]] = {name: [] for name in paths}
+    expected = n * len(paths)
     done = asyncio.Event()
 
     async def receive() -> None:
@@ -205,7 +218,7 @@ async def _measure(settings: KafkaSettings, n: int, rate_hz: float) -> dict[str,
         delay = start + i / rate_hz - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        order = list(PATHS.items())
+        order = list(paths.items())
         rng.shuffle(order)
         for name, (topic_in, _) in order:
             key = f"{name}-{i}".encode()
@@ -232,6 +245,8 @@ def run_hops(bootstrap: str, workdir: Path, n: int, rate_hz: float, log=print) -
         "LISA_KAFKA_TOPIC_PREFIX": prefix,
         "OTEL_TRACES_EXPORTER": "none",
         "LISA_LOG_LEVEL": "WARNING",  # no log line per record: the hop, not the logging
+        "OTEL_METRICS_EXPORTER": "none",
+        "LISA_METRICS_PORT": "",
     }
     logs = {m: workdir / f"hop-{m}.log" for m in ("runtime", "echo")}
     procs = {m: _start(m, env, logs[m]) for m in logs}
@@ -254,7 +269,7 @@ def run_hops(bootstrap: str, workdir: Path, n: int, rate_hz: float, log=print) -
     result["rate_hz"] = rate_hz
     result["body_bytes"] = len(sample_event(0)[1])
     result["header_bytes"] = sum(len(k) + len(v) for k, v in sample_event(0)[2])
-    result["samples_ms"] = {name: [round(1e3 * v, 3) for v in values] for name, values in lat.items()}
+    result["samples_ms"] = {k: [round(1e3 * v, 3) for v in vs] for k, vs in lat.items()}
     return result
 
 

@@ -81,6 +81,16 @@ def _service_stats(fleet: Fleet, n: int) -> dict:
         if key in fleet.procs and key.split("#")[0] != "catalog":
             entry.update(step_timing(fleet.processed(key)))
         out[key] = entry
+    for name in {k.split("#")[0] for k in out if "#" in k}:  # replicas: the step as a whole
+        keys = [k for k in out if k.split("#")[0] == name]
+        lines = [r for k in keys for r in fleet.processed(k)]
+        out[name] = {
+            "replicas": len(keys),
+            "peak_rss_mb": max(out[k]["peak_rss_mb"] for k in keys),
+            "cpu_s": sum(out[k]["cpu_s"] for k in keys),
+            "cpu_ms_per_segment": sum(out[k]["cpu_ms_per_segment"] for k in keys),
+            **step_timing(lines),
+        }
     return out
 
 
@@ -92,15 +102,17 @@ def run_pipeline(
     keep: bool = False,
     timeout_s: float = 1800.0,
     on_started: Callable[[Fleet], object] | None = None,
+    replicas: dict[str, int] | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[dict, Fleet]:
     """Backlog throughput: one file ingested at once, time until the catalogue stacked it all.
 
     Returns the result and the fleet (stopped unless ``keep``)."""
-    fleet = ctx.fleet(name, tracing)
+    fleet = ctx.fleet(name, tracing, env=env)
     ok = False
     try:
         fleet.create_topics()
-        fleet.start()
+        fleet.start(replicas=replicas or 1)
         if ctx.broker_pid:
             fleet.sampler.watch("kafka-broker", ctx.broker_pid)
         ctx.log(f"  {name}: {len(fleet.procs)} services up ({tracing=}); {data.days} segments")
@@ -141,6 +153,7 @@ def run_pipeline(
             "segments_per_s": n / wall,
             "samples_per_s": n * data.samples_per_segment / wall,
             "cpu_s_total": total_cpu,
+            "machine": fleet.sampler.machine(),
             "services": services,
             "stacked_at_s": [t - t0 for t in times],
             "rss_mb": {
@@ -183,9 +196,7 @@ def run_steady(
     async def raw_times() -> dict[str, float]:
         async with TopicReader(fleet.settings, [SEGMENTS_RAW]) as reader:
             records = await reader.snapshot()
-        return {
-            r.key.decode(): r.timestamp / 1e3 for r in records if r.key.decode() in stacked
-        }
+        return {r.key.decode(): r.timestamp / 1e3 for r in records if r.key.decode() in stacked}
 
     published = asyncio.run(raw_times())
     latencies = sorted(stacked[i] - published[i] for i in ids)
@@ -205,17 +216,22 @@ def run_steady(
 
 
 def _pct(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (no interpolation past the largest sample)."""
-    s = sorted(values)
-    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
-    return s[k]
+    from bench.hop import percentile
+
+    return percentile(values, p)
 
 
-def run_tracing(ctx: Context, data: Dataset, reps: int) -> dict:
-    """The same dataset with tracing off and exporting to Zipkin, alternating, ``reps`` each."""
+def run_tracing(ctx: Context, data: Dataset, reps: int, baseline: dict | None = None) -> dict:
+    """The same dataset with tracing off and exporting to Zipkin, alternating, ``reps`` each.
+
+    ``baseline``: a tracing-off run of the same dataset made already (smoke mode saves a fleet)."""
     runs: dict[str, list[dict]] = {"none": [], "zipkin": []}
+    if baseline is not None:
+        runs["none"].append({k: baseline[k] for k in ("segments_per_s", "wall_s", "cpu_s_total")})
     for rep in range(reps):
         order = ("none", "zipkin") if rep % 2 == 0 else ("zipkin", "none")
+        if baseline is not None:
+            order = ("zipkin",)
         for mode in order:
             result, _ = run_pipeline(ctx, f"tracing-{mode}-{rep}", data, tracing=mode)
             runs[mode].append(
@@ -239,6 +255,10 @@ def run_tracing(ctx: Context, data: Dataset, reps: int) -> dict:
         "overhead": 1 - zipkin / none,
         "cpu_overhead": cpu_zipkin / cpu_none - 1,
     }
+
+
+def _subject(record) -> str:
+    return next(v.decode() for k, v in record.headers if k == "ce_subject")
 
 
 def _assignments(fleet: Fleet, step: str) -> dict[str, set[str]]:
@@ -312,26 +332,38 @@ def run_replicas(
             finally:
                 await producer.stop()
 
+        subjects = {_subject(r) for r in backlog}
         fleet.sampler.mark_start()
         t_commit = asyncio.run(copy())
-        lines = fleet.wait_processed(step, len(backlog), timeout_s)
+        lines = fleet.wait_processed(step, subjects, timeout_s)
         fleet.sampler.mark_end()
         t_last = max(r["t"] for r in lines)
         per_replica = {}
         for key in fleet.procs:
             mine = [r for r in lines if r["replica"] == key]
+            moves = [
+                r
+                for r in log_events(fleet.log(key))
+                if r.get("event") == "partitions revoked" and r["t"] > t_commit
+            ]
             per_replica[key] = {
                 "events": len(mine),
                 "cpu_s": fleet.sampler.stats[key].cpu_s,
                 "handler_ms_mean": sum(r.get("ms", 0) for r in mine) / max(len(mine), 1),
+                "partitions_at_start": sorted(owned.get(key, ())),
+                "revocations_during_run": len(moves),
             }
+        n = len(subjects)
         return {
             "step": step,
             "replicas": replicas,
-            "events": len(lines),
+            "events": n,
+            "processed_twice": len(lines) - n,
             "wall_s": t_last - t_commit,
-            "events_per_s": len(lines) / (t_last - t_commit),
+            "events_per_s": n / (t_last - t_commit),
+            "cpu_ms_per_event": 1e3 * sum(r["cpu_s"] for r in per_replica.values()) / n,
             "per_replica": per_replica,
+            "machine": fleet.sampler.machine(),
         }
     finally:
         fleet.stop()

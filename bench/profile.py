@@ -25,17 +25,36 @@ def record_pid(pid: int, seconds: float, out: Path, rate: int = 200) -> subproce
     if exe is None:
         return None
     return subprocess.Popen(
-        [exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", str(rate),
-         "--format", "raw", "--output", str(out), "--nonblocking"],
+        [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(seconds)),
+            "--rate",
+            str(rate),
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--nonblocking",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
 
 
+def _frame_name(frame: str) -> str:
+    """``fn (path/file.py:123)`` -> ``fn (path/file.py)``: lines of one function merged."""
+    name, sep, where = frame.partition(" (")
+    return f"{name} ({where.split(':')[0].rstrip(')')})" if sep else frame
+
+
 def _frames(line: str) -> tuple[list[str], int]:
+    """One folded stack of py-spy's raw format (root first) and its sample count."""
     stack, _, count = line.rstrip().rpartition(" ")
-    return [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0] + ")" if " (" in f else f
-            for f in stack.split(";")], int(count)
+    return [_frame_name(f) for f in stack.split(";")], int(count)
 
 
 def summarise(path: Path, top: int = 15) -> dict:
@@ -61,5 +80,8 @@ def summarise(path: Path, top: int = 15) -> dict:
 if __name__ == "__main__":  # python -m bench.profile raw.txt
     import json
 
-    print(json.dumps(summarise(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 25),
-                     indent=1))
+    print(
+        json.dumps(
+            summarise(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 25), indent=1
+        )
+    )

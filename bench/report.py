@@ -62,8 +62,13 @@ def plots(out: Path, report: dict) -> list[str]:
         ax.bar([i - 0.2 for i in x], a, 0.4, label="(a) in-process, sequential")
         ax.bar([i + 0.2 for i in x], b, 0.4, label="(b) choreography, Kafka")
         for i, s in enumerate(sizes):
-            ax.annotate(f"b/a = {cmp[s]['ratio']:.2f}", (i, max(a[i], b[i])), ha="center",
-                        va="bottom", fontsize=8)
+            ax.annotate(
+                f"b/a = {cmp[s]['ratio']:.2f}",
+                (i, max(a[i], b[i])),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
         ax.set_xticks(list(x), [f"{s} segments" for s in sizes])
         ax.set_ylabel("segments / s")
         ax.set_title("Throughput: same kernels, same data")
@@ -89,8 +94,9 @@ def plots(out: Path, report: dict) -> list[str]:
     if "per_segment" in e2e:
         fig, ax = plt.subplots(figsize=(6, 3.6))
         ps = e2e["per_segment"]
-        ax.plot([p["published"] for p in ps], [p["stacked"] - p["published"] for p in ps], "o-",
-                ms=3)
+        ax.plot(
+            [p["published"] for p in ps], [p["stacked"] - p["published"] for p in ps], "o-", ms=3
+        )
         ax.set_xlabel("raw segment published at (s)")
         ax.set_ylabel("published -> catalogue updated (s)")
         ax.set_title(f"End-to-end latency, one segment every {e2e['interval_s']} s")
@@ -100,8 +106,7 @@ def plots(out: Path, report: dict) -> list[str]:
     growth = report.get("scaling", {}).get("growth", {})
     rss_runs = {s: cmp[s]["choreography"].get("rss_mb", {}) for s in sizes}
     if rss_runs:
-        fig, axes = plt.subplots(1, len(rss_runs), figsize=(5 * len(rss_runs), 3.6),
-                                 squeeze=False)
+        fig, axes = plt.subplots(1, len(rss_runs), figsize=(5 * len(rss_runs), 3.6), squeeze=False)
         for ax, (size, series) in zip(axes[0], rss_runs.items(), strict=True):
             for name, points in series.items():
                 if name == "kafka-broker" or not points:
@@ -118,8 +123,10 @@ def plots(out: Path, report: dict) -> list[str]:
     if replicas or growth:
         fig, ax = plt.subplots(figsize=(6, 3.6))
         if replicas:
-            ax.bar([f"{r['step']} x{r['replicas']}" for r in replicas],
-                   [r["events_per_s"] for r in replicas])
+            ax.bar(
+                [f"{r['step']} x{r['replicas']}" for r in replicas],
+                [r["events_per_s"] for r in replicas],
+            )
             ax.set_ylabel("events / s")
             ax.set_title("Slowest step, 1 vs 2 replicas (2 cores)")
         save(fig, "scaling.png")
@@ -139,8 +146,10 @@ def plots(out: Path, report: dict) -> list[str]:
     k = report.get("kernel", {})
     if "kernel_ms" in k:
         fig, ax = plt.subplots(figsize=(5, 3.6))
-        ax.bar(["search_statistic", f"2 x rfft({k['pad_factor']}n)", "1 x rfft(n)"],
-               [k["kernel_ms"], k["floor_two_padded_rfft_ms"], k["one_rfft_of_the_day_ms"]])
+        ax.bar(
+            ["search_statistic", f"2 x rfft({k['pad_factor']}n)", "1 x rfft(n)"],
+            [k["kernel_ms"], k["floor_two_padded_rfft_ms"], k["one_rfft_of_the_day_ms"]],
+        )
         ax.set_ylabel("ms per one-day segment")
         ax.set_title(f"Search kernel vs FFT floor: {k['ratio']:.2f}x")
         save(fig, "kernel.png")

@@ -78,8 +78,13 @@ def environment() -> dict:
         try:
             pct = p.cpu_percent(interval=None)
             if pct >= 5.0:
-                others.append({"pid": p.pid, "cpu_percent": pct,
-                               "cmd": " ".join(p.info["cmdline"] or [p.info["name"]])[:120]})
+                others.append(
+                    {
+                        "pid": p.pid,
+                        "cpu_percent": pct,
+                        "cmd": " ".join(p.info["cmdline"] or [p.info["name"]])[:120],
+                    }
+                )
         except psutil.Error:
             continue
     return {
@@ -142,15 +147,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--zipkin-url", default=os.environ.get("LISA_ZIPKIN_URL", "http://127.0.0.1:9411")
     )
-    parser.add_argument("--profile", action="store_true",
-                        help="py-spy every service of the largest choreography run and (a)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy every service of the largest choreography run and (a)",
+    )
     parser.add_argument("--keep-work", action="store_true", help="keep logs, data and store")
     parser.add_argument("--only", nargs="*", choices=SECTIONS, help="run these sections only")
+    parser.add_argument(
+        "--sizes",
+        nargs=2,
+        type=int,
+        metavar=("SMALL", "LARGE"),
+        help="segments of the two datasets (default 30 365; smoke 3 6)",
+    )
     args = parser.parse_args(argv)
+
+    import structlog
 
     from choreo.settings import KafkaSettings
 
+    # the library's own log lines (topics created, file ingested) go to stderr: stdout is the table
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     cfg = Config(args.smoke)
+    if args.sizes:
+        cfg.sizes = tuple(sorted(args.sizes))
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="lisa-bench-"))
     bootstrap = KafkaSettings().bootstrap_servers
@@ -182,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             if name in wanted:
                 _section(report, rows, name, getattr(sections, name)(state))
     finally:
+        if state.kept is not None:  # the steady-rate case did not run: stop what it would reuse
+            state.kept.stop()
         if started_zipkin and zipkin is not None:
             from lisa_choreo import tracing_backend
 
@@ -204,9 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         report["plots_error"] = repr(exc)
     write_json(args.out / "report.json", report, rows)
     cpus = report["environment"]["cpus_logical"]
-    print(f"lisa-choreo benchmark ({report['mode']}), {cpus} CPUs, shared machine "
-          f"(load average at start {report['environment']['load_average_1_5_15'][0]:.2f}), "
-          f"{report['wall_s']} s")
+    print(
+        f"lisa-choreo benchmark ({report['mode']}), {cpus} CPUs, shared machine "
+        f"(load average at start {report['environment']['load_average_1_5_15'][0]:.2f}), "
+        f"{report['wall_s']} s"
+    )
     print(table(rows))
     print(f"report: {args.out / 'report.json'}; plots: {', '.join(report.get('plots', []))}")
     return 1 if any(r.status == "error" for r in rows) else 0

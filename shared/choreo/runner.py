@@ -111,7 +111,9 @@ class StepRunner:
             consumer.subscribe(list(self._types), listener=_CommitBeforeRevoke(self._lock))
             return consumer
 
-        producer = await self._start_with_backoff(lambda: make_producer(self.kafka, client_id))
+        producer = await self._start_with_backoff(
+            lambda: make_producer(self.kafka, client_id, self.settings.linger_ms)
+        )
         if producer is None:
             return
         consumer = await self._start_with_backoff(make_consumer)
@@ -147,7 +149,7 @@ class StepRunner:
                     await producer.stop()
                     await self._pause(self.settings.retry_backoff_max_s)
                     producer = await self._start_with_backoff(
-                        lambda: make_producer(self.kafka, client_id)
+                        lambda: make_producer(self.kafka, client_id, self.settings.linger_ms)
                     )
                     if producer is None:
                         return

@@ -56,5 +56,6 @@ class StepSettings(BaseSettings):
     max_retries: int = Field(4, ge=0, description="attempts after the first on transient errors")
     retry_backoff_s: float = Field(0.5, gt=0, description="first backoff; doubles, with jitter")
     retry_backoff_max_s: float = Field(15.0, gt=0)
+    linger_ms: int = Field(0, ge=0, description="producer batching delay; 0 = lowest latency")
     session_timeout_ms: int = 30_000
     max_poll_interval_ms: int = 300_000

@@ -1,0 +1,425 @@
+"""The six measurements as sections of one run: each returns (JSON result, table rows)."""
+
+from __future__ import annotations
+
+import signal
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench.data import Dataset, make_dataset
+from bench.fleet import Fleet
+from bench.pipeline import INPUT_TOPIC, Context, run_pipeline, run_replicas, run_steady, run_tracing
+from bench.report import Row
+
+if TYPE_CHECKING:
+    from bench.run import Config
+
+Section = Callable[[], tuple[dict, list[Row]]]
+RUNNER_STEPS = ("condition", "gb-search", "estimate")  # the catalogue's grid is one partition
+
+
+@dataclass
+class State:
+    cfg: Config
+    ctx: Context
+    out: Path
+    profile: bool
+    zipkin_error: str | None
+    datasets: dict[str, Dataset] = field(default_factory=dict)
+    runs: dict[int, dict] = field(default_factory=dict)  # size -> choreography result
+    run_settings: dict[int, object] = field(default_factory=dict)  # size -> KafkaSettings
+    kept: Fleet | None = None  # the smallest run's fleet, for the steady-rate case
+
+    def dataset(self, kind: str, days: int, seed: int) -> Dataset:
+        key = f"{kind}-{days}-{seed}"
+        if key not in self.datasets:
+            path = self.ctx.workdir / "data" / f"{key}.h5"
+            t = time.monotonic()
+            self.datasets[key] = make_dataset(path, days, kind, seed)
+            self.ctx.log(f"  dataset {key}: {time.monotonic() - t:.1f} s to simulate")
+        return self.datasets[key]
+
+
+def _fmt_rate(seg_per_s: float, samples: int) -> str:
+    return f"{seg_per_s:.2f} seg/s ({seg_per_s * samples / 1e3:.0f} k samples/s)"
+
+
+# -- 6. kernel -------------------------------------------------------------------------------
+
+
+def kernel(state: State) -> Section:
+    def run():
+        from bench.kernel import run_kernel
+
+        r = run_kernel(rounds=state.cfg.kernel_rounds)
+        return r, [
+            Row(
+                "search kernel, one day (ms) | 2 x rfft(2n) floor",
+                f"{r['kernel_ms']:.2f} | {r['floor_two_padded_rfft_ms']:.2f}",
+            ),
+            Row.check(
+                "search kernel / FFT floor", r["ratio"], "{:.2f}x", "<= 3x", r["ratio"] <= 3.0
+            ),
+        ]
+
+    return run
+
+
+# -- 2. hop ----------------------------------------------------------------------------------
+
+
+def hop(state: State) -> Section:
+    def run():
+        from bench.hop import run_hops
+
+        cfg = state.cfg
+        r = run_hops(
+            state.ctx.bootstrap,
+            state.ctx.workdir / "hop",
+            cfg.hop_messages,
+            cfg.hop_rate_hz,
+            state.ctx.log,
+        )
+        ratio = r["runtime"]["p99"] / r["bare"]["p99"]
+        r["ratio_p99_runtime_to_bare"] = ratio
+        r["ratio_p99_runtime_to_plain_hop"] = r["runtime"]["p99"] / r["echo"]["p99"]
+        r["ratio_p50_runtime_to_bare"] = r["runtime"]["p50"] / r["bare"]["p50"]
+
+        def ms(p: dict) -> str:
+            return f"{p['p50']:.1f} / {p['p99']:.1f} / {p['p99_9']:.1f}"
+
+        return r, [
+            Row("hop p50/p99/p99.9 ms: bare produce->consume", ms(r["bare"])),
+            Row("hop p50/p99/p99.9 ms: plain aiokafka hop", ms(r["echo"])),
+            Row("hop p50/p99/p99.9 ms: runtime hop", ms(r["runtime"])),
+            Row.check("runtime hop p99 / bare p99", ratio, "{:.2f}x", "<= 3x", ratio <= 3.0),
+        ]
+
+    return run
+
+
+# -- 1. choreography vs in-process -----------------------------------------------------------
+
+
+def choreography_vs_in_process(state: State) -> Section:
+    def run():
+        from bench.inprocess import run_in_process
+
+        out: dict = {}
+        rows: list[Row] = []
+        sizes = state.cfg.sizes
+        for size in sizes:
+            data = state.dataset("lines", size, seed=1)
+            state.ctx.log(f"  (a) in-process, {size} segments")
+            spy = _spy_self(state, f"in-process-{size}") if size == sizes[-1] else None
+            a = run_in_process(data, state.ctx.store_uri, state.ctx.workdir / f"products-{size}")
+            _stop_spies(state, spy)
+            state.ctx.log(f"      {a.segments_per_s:.2f} seg/s")
+            state.ctx.log(f"  (b) choreography, {size} segments")
+            spies: list = []
+            hook = None
+            if size == sizes[-1]:
+
+                def hook(f: Fleet, spies: list = spies, size: int = size) -> None:
+                    spies.extend(_spy_fleet(state, f, size))
+
+            b, fleet = run_pipeline(
+                state.ctx, f"choreo-{size}", data, keep=size == sizes[0], on_started=hook
+            )
+            _stop_spies(state, spies)
+            if size == sizes[0]:
+                state.kept = fleet
+            state.runs[size] = b
+            state.run_settings[size] = fleet.settings
+            state.ctx.log(f"      {b['segments_per_s']:.2f} seg/s")
+            ratio = b["segments_per_s"] / a.segments_per_s
+            out[str(size)] = {
+                "in_process": a.to_json(),
+                "choreography": b,
+                "ratio": ratio,
+                "cpu_ratio": b["cpu_s_total"] / a.cpu_s,
+            }
+            n = data.samples_per_segment
+            if size == sizes[0]:
+                out[str(size)]["scaled"] = _scaled(state, data, b, a.segments_per_s)
+            rows += [
+                Row(f"(a) in-process, {size} segments", _fmt_rate(a.segments_per_s, n)),
+                Row(f"(b) choreography, {size} segments", _fmt_rate(b["segments_per_s"], n)),
+                Row.check(
+                    f"b/a throughput, {size} segments", ratio, "{:.2f}x", ">= 1.0", ratio >= 1.0
+                ),
+                Row(
+                    f"CPU b/a (services + broker + ingest), {size} seg",
+                    f"{b['cpu_s_total'] / a.cpu_s:.2f}x",
+                ),
+                Row(
+                    f"  cores left by other tenants during (b), {size} seg",
+                    f"{b['machine']['cores'] - b['machine']['others_cores']:.2f} of "
+                    f"{b['machine']['cores']}",
+                ),
+            ]
+            if "scaled" in out[str(size)]:
+                sc = out[str(size)]["scaled"]
+                rows.append(
+                    Row(
+                        f"(b') choreography, {sc['step']} x2, {size} segments",
+                        f"{_fmt_rate(sc['segments_per_s'], n)}; b'/a {sc['ratio']:.2f}x",
+                    )
+                )
+        return out, rows
+
+    return run
+
+
+def _scaled(state: State, data: Dataset, b: dict, a_rate: float) -> dict:
+    """The same case with the most expensive runner step (CPU per segment) in 2 replicas."""
+    cost = {s: b["services"][s]["cpu_ms_per_segment"] for s in RUNNER_STEPS}
+    step = max(cost, key=cost.get)
+    state.ctx.log(f"  (b') choreography, {step} x2, {data.days} segments")
+    r, _ = run_pipeline(state.ctx, f"choreo-{data.days}-{step}x2", data, replicas={step: 2})
+    r.pop("rss_mb", None)
+    state.ctx.log(f"      {r['segments_per_s']:.2f} seg/s")
+    return {
+        "step": step,
+        "segments_per_s": r["segments_per_s"],
+        "ratio": r["segments_per_s"] / a_rate,
+        "run": r,
+    }
+
+
+def _spy_self(state: State, name: str):
+    if not state.profile:
+        return None
+    import os
+
+    from bench.profile import record_pid
+
+    path = state.out / "profiles" / f"{name}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    proc = record_pid(os.getpid(), 3600, path)
+    time.sleep(1.0)  # let py-spy attach
+    return [(proc, path)] if proc else None
+
+
+def _spy_fleet(state: State, fleet: Fleet, size: int) -> list:
+    if not state.profile:
+        return []
+    from bench.profile import record_pid
+
+    spies = []
+    for key, proc in fleet.procs.items():
+        path = state.out / "profiles" / f"{key}-{size}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        spy = record_pid(proc.proc.pid, 3600, path)
+        if spy:
+            spies.append((spy, path))
+    time.sleep(1.0)
+    return spies
+
+
+def _stop_spies(state: State, spies) -> None:
+    if not spies:
+        return
+    import json
+
+    from bench.profile import summarise
+
+    for proc, path in spies:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except Exception:
+            proc.kill()
+        if path.exists():
+            path.with_suffix(".json").write_text(json.dumps(summarise(path, 25), indent=1))
+
+
+# -- 3. end to end ---------------------------------------------------------------------------
+
+
+def end_to_end(state: State) -> Section:
+    def run():
+        cfg = state.cfg
+        fleet = state.kept
+        own = fleet is None
+        if own:
+            _, fleet = run_pipeline(state.ctx, "e2e", state.dataset("lines", 2, seed=5), keep=True)
+        try:
+            data = state.dataset("lines", cfg.e2e_segments, seed=2)
+            r = run_steady(state.ctx, fleet, data, cfg.e2e_interval_s)
+        finally:
+            fleet.stop()
+            state.kept = None
+        rate = 1 / cfg.e2e_interval_s
+        return r, [
+            Row(
+                f"e2e published->catalogued p50 / p99 at {rate:g} seg/s",
+                f"{r['p50_s'] * 1e3:.0f} / {r['p99_s'] * 1e3:.0f} ms",
+            ),
+        ]
+
+    return run
+
+
+# -- 4. tracing ------------------------------------------------------------------------------
+
+
+def tracing(state: State) -> Section:
+    def run():
+        if state.ctx.zipkin_spans_url is None:
+            raise RuntimeError(f"no Zipkin: {state.zipkin_error}")
+        cfg = state.cfg
+        if cfg.smoke and cfg.sizes[0] in state.runs:  # reuse (b) of the smallest case as "off"
+            data = state.dataset("lines", cfg.sizes[0], seed=1)
+            r = run_tracing(state.ctx, data, 1, baseline=state.runs[cfg.sizes[0]])
+        else:
+            data = state.dataset("lines", cfg.tracing_days, seed=3)
+            r = run_tracing(state.ctx, data, cfg.tracing_reps)
+        r["zipkin_services"] = _zipkin_services(state.ctx.zipkin_spans_url)
+        return r, [
+            Row(
+                "throughput tracing off | to Zipkin",
+                f"{r['throughput_none']:.2f} | {r['throughput_zipkin']:.2f} seg/s",
+            ),
+            Row.check(
+                "tracing overhead (throughput)",
+                100 * r["overhead"],
+                "{:.1f} %",
+                "<= 5 %",
+                r["overhead"] <= 0.05,
+            ),
+            Row(
+                "tracing overhead (CPU s per segment, all services)",
+                f"{100 * r['cpu_overhead']:+.1f} %",
+            ),
+        ]
+
+    return run
+
+
+def _zipkin_services(spans_url: str) -> list[str] | str:
+    from lisa_choreo import tracing_backend
+
+    try:
+        return tracing_backend.query(spans_url.rsplit("/api/", 1)[0], "/api/v2/services")
+    except OSError as exc:
+        return f"unreadable: {exc}"
+
+
+# -- 5. scaling ------------------------------------------------------------------------------
+
+
+def scaling(state: State) -> Section:
+    def run():
+        cfg = state.cfg
+        rows: list[Row] = []
+        out: dict = {}
+        if not state.runs:  # run alone: the largest case provides the backlog
+            size = cfg.sizes[-1]
+            b, fleet = run_pipeline(state.ctx, f"choreo-{size}", state.dataset("lines", size, 1))
+            state.runs[size] = b
+            state.run_settings[size] = fleet.settings
+        largest = max(state.runs)
+        services = state.runs[largest]["services"]
+        cost = {s: services[s]["cpu_ms_per_segment"] for s in RUNNER_STEPS if s in services}
+        slowest = max(cost, key=cost.get)
+        out["cpu_ms_per_segment"] = cost
+        out["slowest_step"] = slowest
+        replicas = []
+        for k in (1, 2):
+            r = run_replicas(
+                state.ctx, state.run_settings[largest], slowest, k, cfg.scaling_backlog
+            )
+            state.ctx.log(f"    {slowest} x{k}: {r['events_per_s']:.2f} events/s")
+            replicas.append(r)
+        out["replicas"] = replicas
+        speedup = replicas[1]["events_per_s"] / replicas[0]["events_per_s"]
+        out["speedup_2_replicas"] = speedup
+        left = [r["machine"]["cores"] - r["machine"]["others_cores"] for r in replicas]
+        out["input_topic"] = INPUT_TOPIC[slowest]
+        rows += [
+            Row(
+                f"slowest step ({slowest}) x1 | x2",
+                f"{replicas[0]['events_per_s']:.2f} | {replicas[1]['events_per_s']:.2f} ev/s",
+            ),
+            Row.check(
+                f"{slowest}: 2 replicas / 1 (2 cores)",
+                speedup,
+                "{:.2f}x",
+                ">= 1.6x",
+                speedup >= 1.6,
+            ),
+            Row(
+                f"  cores left by other tenants, {slowest} x1 | x2",
+                f"{left[0]:.2f} | {left[1]:.2f} of {replicas[0]['machine']['cores']}",
+            ),
+            Row(
+                f"  {slowest} CPU ms per event x1 | x2; processed twice",
+                f"{replicas[0]['cpu_ms_per_event']:.0f} | {replicas[1]['cpu_ms_per_event']:.0f}; "
+                f"{replicas[1]['processed_twice']}",
+            ),
+        ]
+        if len(state.runs) >= 2:
+            small, big = min(state.runs), max(state.runs)
+            g = _growth(state.runs[small], state.runs[big])
+            out["growth"] = g
+            rows += [
+                Row.check(
+                    f"time per segment {big} / {small} segments",
+                    g["wall_per_segment"],
+                    "{:.2f}x",
+                    "<= 1.10 (linear)",
+                    g["wall_per_segment"] <= 1.10,
+                ),
+                Row.check(
+                    f"peak RSS {big} / {small} segments (worst service: {g['worst']})",
+                    g["peak_rss_worst"],
+                    "{:.2f}x",
+                    "<= 1.10 (flat)",
+                    g["peak_rss_worst"] <= 1.10,
+                ),
+            ]
+            for s in ("condition", "gb-search", "estimate", "catalog"):
+                e = g["services"].get(s)
+                if e:
+                    rows.append(
+                        Row(
+                            f"  {s}: ev/s | CPU ms/seg | peak RSS MiB, {small}->{big}",
+                            f"{e['events_per_s'][0]:.2f}->{e['events_per_s'][1]:.2f} | "
+                            f"{e['cpu_ms_per_segment'][0]:.0f}->{e['cpu_ms_per_segment'][1]:.0f}"
+                            f" | {e['peak_rss_mb'][0]:.0f}->{e['peak_rss_mb'][1]:.0f}",
+                        )
+                    )
+        return out, rows
+
+    return run
+
+
+def _growth(small: dict, big: dict) -> dict:
+    per_service = {}
+    for name in ("condition", "gb-search", "estimate", "catalog"):
+        s, b = small["services"].get(name), big["services"].get(name)
+        if not s or not b:
+            continue
+        per_service[name] = {
+            "events_per_s": [s.get("events_per_s") or 0.0, b.get("events_per_s") or 0.0],
+            "peak_rss_mb": [s["peak_rss_mb"], b["peak_rss_mb"]],
+            "cpu_ms_per_segment": [s["cpu_ms_per_segment"], b["cpu_ms_per_segment"]],
+            "peak_rss_ratio": b["peak_rss_mb"] / s["peak_rss_mb"],
+        }
+    worst = max(per_service, key=lambda k: per_service[k]["peak_rss_ratio"])
+    return {
+        "segments": [small["segments"], big["segments"]],
+        "wall_per_segment": (big["wall_s"] / big["segments"])
+        / (small["wall_s"] / small["segments"]),
+        "cpu_per_segment": (big["cpu_s_total"] / big["segments"])
+        / (small["cpu_s_total"] / small["segments"]),
+        "services": per_service,
+        "worst": worst,
+        "peak_rss_worst": per_service[worst]["peak_rss_ratio"],
+        "peak_rss_median": statistics.median(v["peak_rss_ratio"] for v in per_service.values()),
+    }
