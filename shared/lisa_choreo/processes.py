@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+_children: list[ServiceProcess] = []
+
+
+@atexit.register
+def _kill_children() -> None:
+    """A parent that exits (a finished test session, a crashed demo) leaves no service behind."""
+    for child in _children:
+        child.kill()
 
 
 class ServiceProcess:
@@ -29,6 +39,7 @@ class ServiceProcess:
                 stdin=subprocess.DEVNULL,
                 env=self._env,
             )
+        _children.append(self)
         return self
 
     @property

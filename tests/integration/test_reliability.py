@@ -124,35 +124,38 @@ def test_thirty_days_catalogue_holds_the_bright_verification_binaries(reference)
 def test_chaos_sigkill_services_at_random_moments(kafka, tmp_path_factory, daily_files, reference):
     _, expected = reference
     services = new_services(kafka, tmp_path_factory, "chaos")
-    start_steps(services, LISA_STEP_MAX_BATCH="2")
-    rng = random.Random(20261125)
-    kills = 0
-    running = {p.name: p for p in services.started}
-    feed = list(daily_files)
-    while feed or kills < 10:
-        if feed:  # drip-feed a day at a time, so the kills land mid-stream
-            ingest_files(services.settings, services.store_uri, [feed.pop(0)])
-        if rng.random() < 0.6:
-            victim = rng.choice(STEPS)
-            running[victim].kill()  # SIGKILL: no drain, no commit
-            kills += 1
-            running[victim] = services.start(victim, wait=False, LISA_STEP_MAX_BATCH="2")
-            time.sleep(rng.uniform(0.2, 1.5))  # a random moment, not a wait for a condition
-    result = wait_for_catalogue(services.settings, DAYS, 300)
-    assert_same_catalogue(result, expected)
-    report = asyncio.run(build_report(services.settings))
-    book = report.segments
-    assert len(book.raw) == DAYS
-    assert book.unaccounted == set()
-    record_figures(
-        "chaos",
-        faults_injected=kills,
-        segments=DAYS,
-        lost=len(book.unaccounted),
-        duplicated_in_catalogue=sum(s.n_segments - DAYS for s in result),
-        dead_lettered=len(book.dead_lettered),
-        redelivered_events=book.duplicate_deliveries,
-    )
+    try:
+        start_steps(services, LISA_STEP_MAX_BATCH="2")
+        rng = random.Random(20261125)
+        kills = 0
+        running = {p.name: p for p in services.started}
+        feed = list(daily_files)
+        while feed or kills < 10:
+            if feed:  # drip-feed a day at a time, so the kills land mid-stream
+                ingest_files(services.settings, services.store_uri, [feed.pop(0)])
+            if rng.random() < 0.6:
+                victim = rng.choice(STEPS)
+                running[victim].kill()  # SIGKILL: no drain, no commit
+                kills += 1
+                running[victim] = services.start(victim, wait=False, LISA_STEP_MAX_BATCH="2")
+                time.sleep(rng.uniform(0.2, 1.5))  # a random moment, not a wait for a condition
+        result = wait_for_catalogue(services.settings, DAYS, 300)
+        assert_same_catalogue(result, expected)
+        report = asyncio.run(build_report(services.settings))
+        book = report.segments
+        assert len(book.raw) == DAYS
+        assert book.unaccounted == set()
+        record_figures(
+            "chaos",
+            faults_injected=kills,
+            segments=DAYS,
+            lost=len(book.unaccounted),
+            duplicated_in_catalogue=sum(s.n_segments - DAYS for s in result),
+            dead_lettered=len(book.dead_lettered),
+            redelivered_events=book.duplicate_deliveries,
+        )
+    finally:
+        services.kill_all()
 
 
 def test_more_gb_search_replicas_mid_run_change_nothing(
@@ -160,17 +163,20 @@ def test_more_gb_search_replicas_mid_run_change_nothing(
 ):
     _, expected = reference
     services = new_services(kafka, tmp_path_factory, "scaling")
-    start_steps(services)
-    ingest_files(services.settings, services.store_uri, daily_files[:10])
-    services.start("gb-search")
-    ingest_files(services.settings, services.store_uri, daily_files[10:20])
-    services.start("gb-search")
-    ingest_files(services.settings, services.store_uri, daily_files[20:])
-    result = wait_for_catalogue(services.settings, DAYS, 240)
-    assert_same_catalogue(result, expected)
-    logs = [p for p in services.started if p.name == "gb-search"]
-    assert all(p.log_contains("partitions assigned") for p in logs)
-    record_figures("scaling", gb_search_replicas=len(logs), segments=DAYS, same_catalogue=True)
+    try:
+        start_steps(services)
+        ingest_files(services.settings, services.store_uri, daily_files[:10])
+        services.start("gb-search")
+        ingest_files(services.settings, services.store_uri, daily_files[10:20])
+        services.start("gb-search")
+        ingest_files(services.settings, services.store_uri, daily_files[20:])
+        result = wait_for_catalogue(services.settings, DAYS, 240)
+        assert_same_catalogue(result, expected)
+        logs = [p for p in services.started if p.name == "gb-search"]
+        assert all(p.log_contains("partitions assigned") for p in logs)
+        record_figures("scaling", gb_search_replicas=len(logs), segments=DAYS, same_catalogue=True)
+    finally:
+        services.kill_all()
 
 
 def _own_cluster(tmp_path_factory, port: int, size: int):
