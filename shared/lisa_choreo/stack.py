@@ -160,10 +160,11 @@ def _cluster_id(base_port: int) -> str:
     return path.read_text().strip()
 
 
-def _running_pid(node: KafkaNode) -> int | None:
-    """The broker's pid if our JVM is alive (guards against a recycled pid)."""
+def managed_pid(pid_file: Path, *markers: str) -> int | None:
+    """The pid in ``pid_file`` if that process is alive and its command line holds every marker
+    (our JVM, with our state directory): a recycled pid is never taken for ours."""
     try:
-        pid = int(node.pid_file.read_text())
+        pid = int(pid_file.read_text())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         for _ in range(20):  # empty while the kernel is still exec'ing a just-started JVM
             if cmdline:
@@ -172,7 +173,33 @@ def _running_pid(node: KafkaNode) -> int | None:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    return pid if b"kafka.Kafka" in cmdline and str(node.state_dir).encode() in cmdline else None
+    return pid if all(m.encode() in cmdline for m in markers) else None
+
+
+def stop_managed(pid_file: Path, markers: tuple[str, ...], timeout_s: float) -> bool:
+    """SIGTERM (a graceful close), SIGKILL at the deadline. True if something was stopped."""
+    pid = managed_pid(pid_file, *markers)
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while managed_pid(pid_file, *markers) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if managed_pid(pid_file, *markers) is not None:
+        os.kill(pid, signal.SIGKILL)
+        while managed_pid(pid_file, *markers) is not None:
+            time.sleep(0.1)
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
+def _markers(node: KafkaNode) -> tuple[str, ...]:
+    return ("kafka.Kafka", str(node.state_dir))
+
+
+def _running_pid(node: KafkaNode) -> int | None:
+    return managed_pid(node.pid_file, *_markers(node))
 
 
 async def probe(bootstrap: str, timeout_s: float = 5.0) -> dict | None:
@@ -285,20 +312,7 @@ def wait_ready(nodes: list[KafkaNode], timeout_s: float = 120.0) -> None:
 
 def stop(node: KafkaNode, timeout_s: float = 60.0) -> bool:
     """Controlled shutdown, then SIGKILL at the deadline. True if something was stopped."""
-    pid = _running_pid(node)
-    if pid is None:
-        node.pid_file.unlink(missing_ok=True)
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while _running_pid(node) is not None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _running_pid(node) is not None:
-        os.kill(pid, signal.SIGKILL)
-        while _running_pid(node) is not None:
-            time.sleep(0.1)
-    node.pid_file.unlink(missing_ok=True)
-    return True
+    return stop_managed(node.pid_file, _markers(node), timeout_s)
 
 
 def _tail(path: Path, lines: int = 5) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 import urllib.request
@@ -24,7 +23,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from lisa_choreo.paths import home
-from lisa_choreo.stack import StackError, _require, _tail, fetch_with_maven
+from lisa_choreo.stack import (
+    StackError,
+    _require,
+    _tail,
+    fetch_with_maven,
+    managed_pid,
+    stop_managed,
+)
 
 DEFAULT_URL = "http://127.0.0.1:9411"
 EXPORTER = "zipkin_json"  # entry point of opentelemetry-exporter-zipkin-json
@@ -120,18 +126,7 @@ def probe(url: str, timeout_s: float = 2.0) -> dict | None:
 
 def _running_pid(server: ZipkinServer) -> int | None:
     """The JVM's pid if our Zipkin is alive (guards against a recycled pid)."""
-    try:
-        pid = int(server.pid_file.read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        for _ in range(20):  # empty while the kernel is still exec'ing a just-started JVM
-            if cmdline:
-                break
-            time.sleep(0.05)
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return None
-    ours = b"zipkin-server" in cmdline and str(server.state_dir).encode() in cmdline
-    return pid if ours else None
+    return managed_pid(server.pid_file, "zipkin-server", str(server.state_dir))
 
 
 def status(server: ZipkinServer) -> ZipkinStatus:
@@ -215,20 +210,7 @@ def up(server: ZipkinServer) -> bool:
 
 def stop(server: ZipkinServer, timeout_s: float = 30.0) -> bool:
     """SIGTERM (Spring's graceful close), SIGKILL at the deadline. True if something stopped."""
-    pid = _running_pid(server)
-    if pid is None:
-        server.pid_file.unlink(missing_ok=True)
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while _running_pid(server) is not None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _running_pid(server) is not None:
-        os.kill(pid, signal.SIGKILL)
-        while _running_pid(server) is not None:
-            time.sleep(0.1)
-    server.pid_file.unlink(missing_ok=True)
-    return True
+    return stop_managed(server.pid_file, ("zipkin-server", str(server.state_dir)), timeout_s)
 
 
 def query(url: str, path: str, timeout_s: float = 10.0) -> object:
