@@ -277,17 +277,7 @@ class Catalog:
                 return
             headers = forward_headers(message)
             topic = self.by_grid.get_topic_name()
-            with _tracer.start_as_current_span(
-                f"send {topic}",
-                kind=SpanKind.PRODUCER,
-                attributes={
-                    "messaging.system": "kafka",
-                    "messaging.operation.type": "send",
-                    "messaging.destination.name": topic,
-                    "messaging.kafka.message.key": key,
-                    "messaging.message.id": envelope.id,
-                },
-            ):
+            with tracing.send_span(topic, envelope.id, key):
                 tracing.inject(headers)
                 delivery = await self.by_grid.send(
                     key=key.encode(), value=message.value, headers=headers, force=True

@@ -8,14 +8,10 @@ import socket
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind
 
 from choreo import codec, tracing
 from choreo.events import Envelope, Event
 from choreo.settings import KafkaSettings
-
-_tracer = trace.get_tracer("choreo")
 
 
 def make_producer(settings: KafkaSettings, client_id: str, linger_ms: int = 0) -> AIOKafkaProducer:
@@ -52,15 +48,11 @@ class Publisher:
         """Queue one event; the returned future resolves when the broker has it durably."""
         full_topic = self._settings.topic(topic)
         key, value, headers = codec.encode(envelope)
-        with _tracer.start_as_current_span(
-            f"send {full_topic}",
-            kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.operation.type": "send",
-                "messaging.destination.name": full_topic,
-                "messaging.message.id": envelope.id,
-                "messaging.kafka.message.key": envelope.key or "",
+        with tracing.send_span(
+            full_topic,
+            envelope.id,
+            envelope.key,
+            **{
                 "cloudevents.event_type": envelope.type,
                 "cloudevents.event_subject": envelope.subject or "",
             },

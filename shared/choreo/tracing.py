@@ -50,6 +50,23 @@ def extract(headers: Sequence[tuple[str, bytes]] | None):  # -> opentelemetry Co
     return propagate.extract(list(headers or []), getter=HEADER_GETTER)
 
 
+def send_span(topic: str, message_id: str, key: str | None, **extra: str):
+    """The PRODUCER span ``send <topic>`` (messaging semantic conventions) around one send;
+    inject its context into the record's headers inside it."""
+    return trace.get_tracer("choreo").start_as_current_span(
+        f"send {topic}",
+        kind=trace.SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": topic,
+            "messaging.message.id": message_id,
+            "messaging.kafka.message.key": key or "",
+            **extra,
+        },
+    )
+
+
 def configure_tracing(service_name: str) -> TracerProvider:
     """Install a tracer provider whose exporters follow ``OTEL_TRACES_EXPORTER``.
 

@@ -194,6 +194,20 @@ def stop_managed(pid_file: Path, markers: tuple[str, ...], timeout_s: float) -> 
     return True
 
 
+def spawn_detached(command: list[str], log_path: Path, pid_file: Path) -> None:
+    """Start a long-lived process in its own session (Ctrl-C in the caller's terminal must not
+    kill it), output appended to ``log_path``, pid recorded for ``managed_pid``."""
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    pid_file.write_text(str(proc.pid))
+
+
 def _markers(node: KafkaNode) -> tuple[str, ...]:
     return ("kafka.Kafka", str(node.state_dir))
 
@@ -268,27 +282,23 @@ def start(node: KafkaNode, base_port: int | None = None) -> None:
         if result.returncode != 0:
             raise StackError(f"formatting Kafka storage failed: {result.stdout}{result.stderr}")
     heap = os.environ.get("LISA_KAFKA_HEAP", "512m")
-    with open(node.state_dir / "logs" / "stdout.log", "ab") as out:
-        proc = subprocess.Popen(
-            [
-                java,
-                f"-Xms{heap}",
-                f"-Xmx{heap}",
-                "-XX:+UseG1GC",
-                f"-Dkafka.logs.dir={node.state_dir / 'logs'}",
-                f"-Dlog4j2.configurationFile={deploy_dir() / 'kafka' / 'log4j2.properties'}",
-                f"-Dlisa.choreo.state={node.state_dir}",
-                "-cp",
-                classpath,
-                "kafka.Kafka",
-                str(config),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C in the caller's terminal must not kill the broker
-        )
-    node.pid_file.write_text(str(proc.pid))
+    spawn_detached(
+        [
+            java,
+            f"-Xms{heap}",
+            f"-Xmx{heap}",
+            "-XX:+UseG1GC",
+            f"-Dkafka.logs.dir={node.state_dir / 'logs'}",
+            f"-Dlog4j2.configurationFile={deploy_dir() / 'kafka' / 'log4j2.properties'}",
+            f"-Dlisa.choreo.state={node.state_dir}",
+            "-cp",
+            classpath,
+            "kafka.Kafka",
+            str(config),
+        ],
+        node.state_dir / "logs" / "stdout.log",
+        node.pid_file,
+    )
 
 
 def wait_ready(nodes: list[KafkaNode], timeout_s: float = 120.0) -> None:

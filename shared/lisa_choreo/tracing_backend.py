@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from lisa_choreo.stack import (
     _tail,
     fetch_with_maven,
     managed_pid,
+    spawn_detached,
     stop_managed,
 )
 
@@ -158,24 +158,20 @@ def start(server: ZipkinServer) -> None:
     # SERVERS...): the local stack takes spans over HTTP only.
     for collector in ("kafka", "rabbitmq", "activemq", "pulsar", "scribe", "grpc"):
         args.append(f"--zipkin.collector.{collector}.enabled=false")
-    with open(server.log_file, "ab") as out:
-        proc = subprocess.Popen(
-            [
-                java,
-                f"-Xms{heap}",
-                f"-Xmx{heap}",
-                "-XX:TieredStopAtLevel=1",  # C1 only: starts in half the time, ample for a dev UI
-                f"-Dlisa.choreo.state={server.state_dir}",
-                "-jar",
-                str(jar),
-                *args,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C in the caller's terminal must not kill the backend
-        )
-    server.pid_file.write_text(str(proc.pid))
+    spawn_detached(
+        [
+            java,
+            f"-Xms{heap}",
+            f"-Xmx{heap}",
+            "-XX:TieredStopAtLevel=1",  # C1 only: starts in half the time, ample for a dev UI
+            f"-Dlisa.choreo.state={server.state_dir}",
+            "-jar",
+            str(jar),
+            *args,
+        ],
+        server.log_file,
+        server.pid_file,
+    )
 
 
 def wait_ready(server: ZipkinServer, timeout_s: float = 120.0) -> None:
