@@ -110,7 +110,7 @@ def main(days: int = 30, seed: int = 1, timeout_s: float = 900.0) -> int:
             flush=True,
         )
         settled = _follow(kafka, days, timeout_s)
-        catalogue = asyncio.run(read_catalogue(kafka))
+        catalogue = _settled_catalogue(kafka, days, read_catalogue)
     finally:
         codes = {svc.name: svc.terminate() for svc in services}
     print("5. the catalogue:")
@@ -131,6 +131,19 @@ def main(days: int = 30, seed: int = 1, timeout_s: float = 900.0) -> int:
     return 0 if settled and all(c == 0 for c in codes.values()) else 1
 
 
+def _settled_catalogue(kafka: KafkaSettings, days: int, read, timeout_s: float = 30.0) -> list:
+    """The catalogue once its sources have stacked every segment (the catalog service is the
+    last hop: its updates land shortly after the last estimate)."""
+    deadline = time.monotonic() + timeout_s
+    catalogue = asyncio.run(read(kafka))
+    while time.monotonic() < deadline and (
+        not catalogue or min(s.n_segments for s in catalogue) < days
+    ):
+        time.sleep(0.5)
+        catalogue = asyncio.run(read(kafka))
+    return catalogue
+
+
 def _follow(kafka: KafkaSettings, days: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     last = None
@@ -147,7 +160,6 @@ def _follow(kafka: KafkaSettings, days: int, timeout_s: float) -> bool:
             )
             last = counts
         if counts[3] + dead >= days:
-            time.sleep(3)  # let the catalogue's last update land before reading it
             return True
         time.sleep(1)
     print("   timed out waiting for the flow to settle")
