@@ -1,6 +1,6 @@
 """Simulated datasets: analytic SciRD TDI noise, optionally with loud monochromatic binaries.
 
-The LISA Consortium's injection (``lisa_choreo.simulate`` with verification binaries) costs over a
+The LISA Consortium's injection (``lisa_choreo.simfile`` with verification binaries) costs over a
 minute per simulated month, too slow for a benchmark run; a few constant-frequency sinusoids added
 to the A and E channels cost nothing and make every later step do its real work: the search finds
 candidates, ``estimate`` fits them, the catalogue promotes sources and republishes them for every

@@ -198,7 +198,7 @@ class Fleet:
 
     def create_topics(self, specs: list[TopicSpec] | None = None) -> None:
         if specs is None:
-            from lisa_choreo.topology import topology
+            from lisa_choreo.registry import topology
 
             specs = topology().all_topics()
         asyncio.run(ensure_topics(self.settings, specs))

@@ -34,7 +34,7 @@ from choreo import Consumes, Emit, Envelope, Produces, Step, codec, derive_event
 from choreo.settings import KafkaSettings
 from choreo.store import ArrayRef
 from choreo.topology import TopicSpec, ensure_topics
-from lisa_choreo.events import SegmentRaw, SegmentTiming
+from lisa_pipeline.events import SegmentRaw, SegmentTiming
 
 RUNTIME_IN, RUNTIME_OUT = "bench.hop.runtime.in", "bench.hop.runtime.out"
 ECHO_IN, ECHO_OUT = "bench.hop.echo.in", "bench.hop.echo.out"

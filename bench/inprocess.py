@@ -4,8 +4,8 @@ The same calls the services make, in the same order, with the same claim-check s
 ``plan_file`` and ``_segment_event`` (read the LDC slice, store the raw segment), then the
 condition, gb-search and estimate handlers themselves (called on envelopes, as the runner calls
 them, minus decoding and publishing), then the catalogue's stacking exactly as
-``services.catalog.app.Catalog`` does it (load the statistic, add, promote, compute what changed,
-serialise the table value, rewrite the products when a source changed).
+``lisa_services.catalog.service.Catalog`` does it (load the statistic, add, promote, compute
+what changed, serialise the table value, rewrite the products when a source changed).
 """
 
 from __future__ import annotations
@@ -53,14 +53,14 @@ class InProcessResult:
 def run_in_process(data: Dataset, store_uri: str, products_dir: Path) -> InProcessResult:
     from choreo import Envelope
     from choreo.store import Store
-    from services.catalog.products import write_products
-    from services.catalog.settings import CatalogSettings
-    from services.catalog.state import GridStack, decode_state, grid_key, to_estimate
-    from services.condition import step as condition_step
-    from services.estimate import step as estimate_step
-    from services.gb_search import step as search_step
-    from services.ingest.files import plan_file
-    from services.ingest.publish import _segment_event
+    from lisa_services.catalog.products import write_products
+    from lisa_services.catalog.settings import CatalogSettings
+    from lisa_services.catalog.state import GridStack, decode_state, grid_key, to_estimate
+    from lisa_services.condition import step as condition_step
+    from lisa_services.estimate import step as estimate_step
+    from lisa_services.gb_search import step as search_step
+    from lisa_services.ingest.files import plan_file
+    from lisa_services.ingest.publish import _segment_event
 
     store = Store(store_uri)
     # the handlers' module-level stores, pointed at this run's store

@@ -1,8 +1,8 @@
 """(b) of the comparison, end-to-end latency, tracing overhead and scaling: the real services,
 each its own process, on the real broker.
 
-Ingest runs in this process through ``services.ingest.publish.publish_file`` (what the ingest CLI
-and service call), so its start and its commit are timed exactly; a segment is done when the
+Ingest runs in this process through ``lisa_services.ingest.publish.publish_file`` (what the
+ingest CLI and service call), so its start and its commit are timed exactly; a segment is done when the
 catalogue logs it stacked (after its source updates are acknowledged and its table value is
 written).
 """
@@ -23,14 +23,14 @@ from bench.fleet import PIPELINE_STEPS, Fleet, log_events, step_timing
 from choreo.reader import TopicReader
 from choreo.settings import KafkaSettings
 from choreo.store import Store
-from lisa_choreo.events import (
+from lisa_pipeline.topics import (
     CANDIDATES_GB,
     SEGMENTS_CONDITIONED,
     SEGMENTS_RAW,
     SOURCES_ESTIMATES,
 )
-from services.ingest.files import plan_file
-from services.ingest.publish import publish_file
+from lisa_services.ingest.files import plan_file
+from lisa_services.ingest.publish import publish_file
 
 INPUT_TOPIC = {
     "condition": SEGMENTS_RAW,

@@ -11,8 +11,8 @@ Sections (keys of the JSON report):
 - ``scaling``: the slowest step with 1 and 2 replicas; throughput and peak RSS per service as the
   dataset grows.
 
-The broker is ``LISA_KAFKA_BOOTSTRAP_SERVERS`` (started with ``lisa_choreo.stack`` on that port
-when nothing answers, stopped at the end); Zipkin is ``--zipkin-url`` (``LISA_ZIPKIN_URL``),
+The broker is ``LISA_KAFKA_BOOTSTRAP_SERVERS`` (started with ``lisa_choreo.localstack.brokers`` on
+that port when nothing answers, stopped at the end); Zipkin is ``--zipkin-url`` (``LISA_ZIPKIN_URL``),
 started likewise. Every case runs on its own topic prefix, so a shared broker is not disturbed.
 """
 
@@ -99,25 +99,25 @@ def environment() -> dict:
 
 
 def _broker(bootstrap: str) -> tuple[list, int | None]:
-    from lisa_choreo import stack
+    from lisa_choreo.localstack import brokers
 
     port = int(bootstrap.split(",")[0].rsplit(":", 1)[1])
-    node = stack.KafkaNode(port=port)
+    node = brokers.KafkaNode(port=port)
     started = []
-    if asyncio.run(stack.probe(bootstrap, 3.0)) is None:
+    if asyncio.run(brokers.probe(bootstrap, 3.0)) is None:
         log(f"starting a Kafka broker on {bootstrap}")
-        started = stack.up([node])
-    pid = stack._running_pid(node)  # our JVM's pid when the stack of LISA_CHOREO_HOME runs it
+        started = brokers.up([node])
+    pid = brokers._running_pid(node)  # our JVM's pid when the stack of LISA_CHOREO_HOME runs it
     return started, pid
 
 
 def _zipkin(url: str) -> tuple[object | None, bool, str | None]:
-    from lisa_choreo import tracing_backend
+    from lisa_choreo.localstack import tracing_ui
 
-    server = tracing_backend.ZipkinServer(port=urlsplit(url).port or 9411)
+    server = tracing_ui.ZipkinServer(port=urlsplit(url).port or 9411)
     try:
-        started = tracing_backend.launch(server)
-        tracing_backend.wait_ready(server)
+        started = tracing_ui.launch(server)
+        tracing_ui.wait_ready(server)
     except Exception as exc:  # tracing is one section; the rest still runs
         return None, False, f"{type(exc).__name__}: {exc}"
     return server, started, None
@@ -206,13 +206,13 @@ def main(argv: list[str] | None = None) -> int:
         if state.kept is not None:  # the steady-rate case did not run: stop what it would reuse
             state.kept.stop()
         if started_zipkin and zipkin is not None:
-            from lisa_choreo import tracing_backend
+            from lisa_choreo.localstack import tracing_ui
 
-            tracing_backend.stop(zipkin)
+            tracing_ui.stop(zipkin)
         if started_kafka:
-            from lisa_choreo import stack
+            from lisa_choreo.localstack import brokers
 
-            stack.down(started_kafka)
+            brokers.down(started_kafka)
         if not args.keep_work:
             shutil.rmtree(workdir, ignore_errors=True)
         else:

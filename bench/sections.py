@@ -302,10 +302,10 @@ def tracing(state: State) -> Section:
 
 
 def _zipkin_services(spans_url: str) -> list[str] | str:
-    from lisa_choreo import tracing_backend
+    from lisa_choreo.localstack import tracing_ui
 
     try:
-        return tracing_backend.query(spans_url.rsplit("/api/", 1)[0], "/api/v2/services")
+        return tracing_ui.query(spans_url.rsplit("/api/", 1)[0], "/api/v2/services")
     except OSError as exc:
         return f"unreadable: {exc}"
 

@@ -31,33 +31,33 @@ def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> 
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[KafkaSettings]:
     """The real Kafka broker of ``lisa-choreo stack`` (started here if nobody else did)."""
-    from lisa_choreo import stack
+    from lisa_choreo.localstack import brokers
 
     settings = KafkaSettings()
     port = settings.bootstrap_servers.split(",")[0].rsplit(":", 1)[1]
-    node = stack.KafkaNode(port=int(port))
+    node = brokers.KafkaNode(port=int(port))
     started = []
-    if asyncio.run(stack.probe(settings.bootstrap_servers, 3.0)) is None:
-        started = stack.up([node])
-    cluster = asyncio.run(stack.probe(settings.bootstrap_servers, 10.0))
+    if asyncio.run(brokers.probe(settings.bootstrap_servers, 3.0)) is None:
+        started = brokers.up([node])
+    cluster = asyncio.run(brokers.probe(settings.bootstrap_servers, 10.0))
     assert cluster, "no real Kafka broker answers metadata requests"
     assert cluster["cluster_id"]
     yield settings
-    stack.down(started)
+    brokers.down(started)
 
 
 @pytest.fixture(scope="session")
 def zipkin():
-    """The stack's Zipkin (``lisa_choreo.tracing_backend``), started here if none answers on
+    """The stack's Zipkin (``lisa_choreo.localstack.tracing_ui``), started here if none answers on
     ``LISA_ZIPKIN_URL``; stopped at the end only if this session started it."""
-    from lisa_choreo import tracing_backend
+    from lisa_choreo.localstack import tracing_ui
 
-    server = tracing_backend.ZipkinServer(port=tracing_backend.default_port())
-    started = tracing_backend.probe(server.url) is None and tracing_backend.up(server)
-    assert tracing_backend.probe(server.url, 10.0), f"no Zipkin answers UP on {server.url}"
+    server = tracing_ui.ZipkinServer(port=tracing_ui.default_port())
+    started = tracing_ui.probe(server.url) is None and tracing_ui.up(server)
+    assert tracing_ui.probe(server.url, 10.0), f"no Zipkin answers UP on {server.url}"
     yield server
     if started:
-        tracing_backend.stop(server)
+        tracing_ui.stop(server)
 
 
 def read_all(settings: KafkaSettings, topic: str) -> list:
@@ -121,7 +121,7 @@ class Services:
 def services(prefixed: KafkaSettings, tmp_path: Path) -> Iterator[Services]:
     """The topology's topics under this test's prefix, and a factory of service processes."""
     from choreo.topology import ensure_topics
-    from lisa_choreo.topology import topology
+    from lisa_choreo.registry import topology
 
     asyncio.run(ensure_topics(prefixed, topology().all_topics()))
     svc = Services(prefixed, tmp_path)

@@ -5,8 +5,6 @@ same directory, then rename), so a reader sees the previous catalogue or the new
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import shutil
 import tempfile
@@ -14,23 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-import numpy as np
-
 from choreo.store import ArrayRef, Store
-from lisa_choreo.events import CatalogSource
-
-COLUMNS = (
-    "source_id",
-    "frequency_hz",
-    "sigma_frequency_hz",
-    "frequency_bin",
-    "stacked_statistic",
-    "stacked_snr",
-    "fap",
-    "n_segments",
-    "n_estimates",
-    "mean_amplitude",
-)
+from lisa_pipeline.events import CatalogSource
+from lisa_pipeline.products import COLUMNS, arrays, csv_text
 
 
 def _replace_atomically(directory: Path, name: str, write) -> Path:
@@ -46,26 +30,6 @@ def _replace_atomically(directory: Path, name: str, write) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return directory / name
-
-
-def csv_text(sources: Sequence[CatalogSource]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for s in sources:
-        row = s.model_dump()
-        writer.writerow(["" if row[c] is None else row[c] for c in COLUMNS])
-    return out.getvalue()
-
-
-def arrays(sources: Sequence[CatalogSource]) -> dict[str, np.ndarray]:
-    """Columns as HDF5-friendly arrays (ids as bytes; a missing amplitude as NaN)."""
-    cols: dict[str, np.ndarray] = {"source_id": np.array([s.source_id for s in sources], "S")}
-    for c in COLUMNS[1:]:
-        values = [getattr(s, c) for s in sources]
-        dtype = np.int64 if c in ("frequency_bin", "n_segments", "n_estimates") else np.float64
-        cols[c] = np.array([np.nan if v is None else v for v in values], dtype=dtype)
-    return cols
 
 
 def write_products(

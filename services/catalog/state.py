@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from choreo.errors import PermanentError
-from lisa_choreo.events import CatalogSource, SourceEstimate, SourceEstimates
+from lisa_pipeline.events import CatalogSource, SourceEstimate, SourceEstimates
 from lisa_science.cataloguing import Estimate, promote, summarise
 
 STATE_VERSION = 1

@@ -20,8 +20,9 @@ from choreo import Envelope, derive_event_id
 from choreo.publisher import Publisher
 from choreo.settings import KafkaSettings
 from choreo.store import Store
-from lisa_choreo.events import SEGMENTS_RAW, SegmentRaw, SegmentTiming
-from services.ingest.files import FilePlan
+from lisa_pipeline.events import SegmentRaw, SegmentTiming
+from lisa_pipeline.topics import SEGMENTS_RAW
+from lisa_services.ingest.files import FilePlan
 
 log = structlog.get_logger(__name__)
 _tracer = trace.get_tracer("ingest")

@@ -21,10 +21,11 @@ from choreo.logs import configure_logging
 from choreo.settings import KafkaSettings
 from choreo.store import Store
 from choreo.tracing import configure_tracing
-from lisa_choreo.events import SEGMENTS_RAW, SegmentRaw
+from lisa_pipeline.events import SegmentRaw
+from lisa_pipeline.topics import SEGMENTS_RAW
 from lisa_science.ldc import LDCFormatError
-from services.ingest.files import plan_file
-from services.ingest.publish import IngestResult, publish_file
+from lisa_services.ingest.files import plan_file
+from lisa_services.ingest.publish import IngestResult, publish_file
 
 log = structlog.get_logger(__name__)
 

@@ -1,9 +1,10 @@
-"""Runs a step: topic -> decode -> handler -> encode -> topic, at least once, traced.
+"""Runs a step on Kafka: topic -> decode -> handler -> encode -> topic, at least once, traced.
 
 The loop, in one sitting:
 1. ``getmany`` a batch (up to ``max_batch`` records across partitions);
-2. for each record: open ``process <topic>`` as a child of the producer's trace context, decode,
-   call the handler, send its outputs inside that span (dead-letter it instead if it failed);
+2. for each record, ``choreo.processing.RecordProcessor`` (no Kafka in it): open
+   ``process <topic>`` as a child of the producer's trace context, decode, call the handler, send
+   its outputs inside that span (dead-letter it instead if it failed);
 3. wait until the broker acknowledged every output of the batch (acks=all);
 4. commit the batch's offsets. Then, and only then, the inputs count as done.
 
@@ -15,10 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-import random
 import signal
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -26,14 +24,12 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
 
-from choreo import codec, tracing
-from choreo.deadletter import DeadLetters, Failure, mark_failed
-from choreo.errors import PermanentError, TransientError
-from choreo.events import Emit, Envelope, Event
+from choreo import tracing
+from choreo.deadletter import DeadLetters
 from choreo.logs import configure_logging
 from choreo.metrics import StepMetrics, configure_metrics
+from choreo.processing import RecordProcessor
 from choreo.publisher import Publisher, default_client_id, make_producer
 from choreo.settings import KafkaSettings, StepSettings
 from choreo.step import Step
@@ -63,18 +59,18 @@ class StepRunner:
         kafka: KafkaSettings | None = None,
         settings: StepSettings | None = None,
     ) -> None:
-        if step.handle is None:
-            raise ValueError(f"step {step.name!r} has no handler")
         self.step = step
         self.kafka = kafka or KafkaSettings()
         self.settings = settings or StepSettings()
-        self._types = {self.kafka.topic(t): m for t, m in step.types_by_topic().items()}
         self._stopping = asyncio.Event()
         self._lock = asyncio.Lock()
         self.processed = 0
         self._consumer: AIOKafkaConsumer | None = None
         self._positions: dict[TopicPartition, int] = {}
         self.metrics = StepMetrics(step.name, self._lag)
+        self.processor = RecordProcessor(
+            step, self.kafka, self.settings, self.metrics, self._stopping.is_set
+        )
 
     def _lag(self) -> list[tuple[str, int, int]]:
         """(topic, partition, records behind the high watermark) for the metrics thread."""
@@ -101,14 +97,14 @@ class StepRunner:
             consumer = AIOKafkaConsumer(
                 **self.kafka.client_options(),
                 client_id=client_id,
-                group_id=self.settings.group_id or self.kafka.topic(self.step.name),
+                group_id=self.processor.group,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 isolation_level="read_committed",
                 session_timeout_ms=self.settings.session_timeout_ms,
                 max_poll_interval_ms=self.settings.max_poll_interval_ms,
             )
-            consumer.subscribe(list(self._types), listener=_CommitBeforeRevoke(self._lock))
+            consumer.subscribe(self.processor.topics, listener=_CommitBeforeRevoke(self._lock))
             return consumer
 
         producer = await self._start_with_backoff(
@@ -122,7 +118,7 @@ class StepRunner:
             return
         self._consumer = consumer
         try:
-            log.info("step started", step=self.step.name, topics=sorted(self._types))
+            log.info("step started", step=self.step.name, topics=sorted(self.processor.topics))
             while not self._stopping.is_set():
                 batch = await consumer.getmany(
                     timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_batch
@@ -191,124 +187,12 @@ class StepRunner:
         offsets: dict[TopicPartition, int] = {}
         for tp, records in batch.items():
             for record in records:
-                deliveries += await self._process_record(record, publisher, dead_letters)
+                deliveries += await self.processor.process(record, publisher, dead_letters)
                 offsets[tp] = record.offset + 1
                 self._positions[tp] = record.offset + 1
         await asyncio.gather(*deliveries)
         await consumer.commit(offsets)
         self.processed += sum(len(r) for r in batch.values())
-
-    async def _process_record(
-        self, record: ConsumerRecord, publisher: Publisher, dead_letters: DeadLetters
-    ) -> list[asyncio.Future]:
-        started = time.time()
-        queue_wait_ms = max(0.0, started * 1000 - record.timestamp)
-        with _tracer.start_as_current_span(
-            f"process {record.topic}",
-            context=tracing.extract(record.headers),
-            kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": record.topic,
-                "messaging.destination.partition.id": str(record.partition),
-                "messaging.kafka.offset": record.offset,
-                "messaging.consumer.group.name": self.settings.group_id or self.step.name,
-                "lisa.step": self.step.name,
-                "lisa.queue_wait_ms": queue_wait_ms,
-            },
-        ) as span:
-            try:
-                envelope = codec.decode(
-                    record.key, record.value, record.headers, self._types[record.topic]
-                )
-                span.set_attributes(
-                    {
-                        "messaging.message.id": envelope.id,
-                        "cloudevents.event_type": envelope.type,
-                        "cloudevents.event_subject": envelope.subject or "",
-                        "lisa.correlation_id": envelope.correlation_id,
-                    }
-                )
-                structlog.contextvars.bind_contextvars(event_id=envelope.id)
-                emits, _ = await self._handle_with_retries(envelope)
-                elapsed = time.time() - started
-                self.metrics.record(record.topic, len(emits), elapsed)
-                log.info(
-                    "processed",
-                    event_type=envelope.type,
-                    subject=envelope.subject,
-                    outputs=len(emits),
-                    ms=round(elapsed * 1000, 1),
-                )
-                return [
-                    await publisher.send(emit.topic, emit.child_of(envelope, self.step.name))
-                    for emit in emits
-                ]
-            except (PermanentError, TransientError) as exc:
-                attempts = getattr(exc, "attempts", 1)
-                return [await self._dead_letter(record, exc, attempts, dead_letters, span)]
-            finally:
-                structlog.contextvars.unbind_contextvars("event_id")
-
-    async def _handle_with_retries(self, envelope: Envelope[Event]) -> tuple[list[Emit], int]:
-        attempt = 1
-        while True:
-            try:
-                emits = await self._call_handler(envelope)
-                return emits, attempt
-            except TransientError as exc:
-                if attempt > self.settings.max_retries or self._stopping.is_set():
-                    exc.attempts = attempt  # type: ignore[attr-defined]
-                    raise
-                delay = min(
-                    self.settings.retry_backoff_max_s,
-                    self.settings.retry_backoff_s * 2 ** (attempt - 1),
-                )
-                delay *= random.uniform(0.5, 1.0)  # jitter: replicas must not retry in lockstep
-                log.warning(
-                    "transient failure, retrying",
-                    error=str(exc),
-                    attempt=attempt,
-                    retry_in_s=round(delay, 3),
-                )
-                await asyncio.sleep(delay)
-                attempt += 1
-
-    async def _call_handler(self, envelope: Envelope[Event]) -> list[Emit]:
-        handle: Any = self.step.handle
-        try:
-            if inspect.iscoroutinefunction(handle):
-                result = await handle(envelope)
-            else:
-                # A worker thread keeps the loop free for heartbeats; it inherits the span context.
-                result = await asyncio.to_thread(lambda: list(handle(envelope) or ()))
-        except (PermanentError, TransientError):
-            raise
-        except Exception as exc:  # a handler bug or a kernel domain error: retrying won't help
-            log.exception("handler failed")
-            raise PermanentError("handler-error", f"{type(exc).__name__}: {exc}") from exc
-        emits = list(result or ())
-        for emit in emits:
-            if not self.step.may_emit(emit.topic, emit.data):
-                raise PermanentError(
-                    "undeclared-output",
-                    f"{self.step.name} emitted {type(emit.data).__name__} to {emit.topic}, "
-                    "which its declaration does not produce",
-                )
-        return emits
-
-    async def _dead_letter(
-        self,
-        record: ConsumerRecord,
-        exc: Exception,
-        attempts: int,
-        dead_letters: DeadLetters,
-        span: trace.Span,
-    ) -> asyncio.Future:
-        reason = mark_failed(span, record, exc)
-        self.metrics.record_failure(record.topic, reason)
-        return await dead_letters.send(record, Failure(reason=reason, error=exc, attempts=attempts))
 
 
 def run_step(step: Step) -> int:

@@ -40,6 +40,26 @@ class KafkaSettings(BaseSettings):
             )
         return options
 
+    def faust_broker_options(self) -> dict[str, Any]:
+        """The same connection for a faust app (its clients are aiokafka's too)."""
+        import faust
+
+        ssl_context = self.client_options().get("ssl_context")
+        credentials: Any = None
+        if self.security_protocol.startswith("SASL"):
+            credentials = faust.SASLCredentials(
+                username=self.sasl_username,
+                password=self.sasl_password.get_secret_value() if self.sasl_password else None,
+                ssl_context=ssl_context,
+                mechanism=self.sasl_mechanism,
+            )
+        elif ssl_context is not None:
+            credentials = faust.SSLCredentials(ssl_context)
+        return {
+            "broker": [f"kafka://{h.strip()}" for h in self.bootstrap_servers.split(",")],
+            "broker_credentials": credentials,
+        }
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 

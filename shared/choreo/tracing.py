@@ -10,14 +10,19 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Sequence
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter, Setter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+if TYPE_CHECKING:
+    from choreo.events import Envelope
 
 _ALIASES = {"otlp": "otlp_proto_http"}
 
@@ -64,6 +69,47 @@ def send_span(topic: str, message_id: str, key: str | None, **extra: str):
             "messaging.kafka.message.key": key or "",
             **extra,
         },
+    )
+
+
+def consumer_span(
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp_ms: float | None,
+    headers: Sequence[tuple[str, bytes]] | None,
+    step: str,
+    group: str,
+):
+    """The CONSUMER span ``process <topic>`` around one input, a child of the producer's context
+    carried in the record's headers; ``lisa.queue_wait_ms`` is the time the record waited."""
+    now_ms = time.time() * 1000
+    return trace.get_tracer("choreo").start_as_current_span(
+        f"process {topic}",
+        context=extract(headers),
+        kind=trace.SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": topic,
+            "messaging.destination.partition.id": str(partition),
+            "messaging.kafka.offset": offset,
+            "messaging.consumer.group.name": group,
+            "lisa.step": step,
+            "lisa.queue_wait_ms": max(0.0, now_ms - (timestamp_ms or now_ms)),
+        },
+    )
+
+
+def describe_event(span: trace.Span, envelope: Envelope[Any]) -> None:
+    """What a consumer span learns once its input is decoded."""
+    span.set_attributes(
+        {
+            "messaging.message.id": envelope.id,
+            "cloudevents.event_type": envelope.type,
+            "cloudevents.event_subject": envelope.subject or "",
+            "lisa.correlation_id": envelope.correlation_id,
+        }
     )
 
 

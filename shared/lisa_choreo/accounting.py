@@ -16,8 +16,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from choreo.reader import TopicReader, partitions_of
 from choreo.settings import KafkaSettings
 from choreo.topology import DLQ_SUFFIX
-from lisa_choreo.events import SEGMENTS_RAW, SOURCES_ESTIMATES
-from lisa_choreo.topology import topology
+from lisa_choreo.registry import topology
+from lisa_pipeline.topics import SEGMENTS_RAW, SOURCES_ESTIMATES
 
 
 @dataclass

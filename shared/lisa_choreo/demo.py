@@ -17,18 +17,18 @@ from pathlib import Path
 
 from choreo.settings import KafkaSettings
 from choreo.topology import ensure_topics
-from lisa_choreo import stack, tracing_backend
 from lisa_choreo.accounting import topic_offsets
-from lisa_choreo.events import (
+from lisa_choreo.localstack import brokers, tracing_ui
+from lisa_choreo.paths import home
+from lisa_choreo.processes import ServiceProcess
+from lisa_choreo.registry import topology
+from lisa_choreo.simfile import DAY, simulate
+from lisa_pipeline.topics import (
     CANDIDATES_GB,
     SEGMENTS_CONDITIONED,
     SEGMENTS_RAW,
     SOURCES_ESTIMATES,
 )
-from lisa_choreo.paths import home
-from lisa_choreo.processes import ServiceProcess
-from lisa_choreo.simulate import DAY, simulate
-from lisa_choreo.topology import topology
 from lisa_science.ldc import read_truth
 
 SERVICES = ("ingest", "condition", "gb-search", "estimate", "catalog")
@@ -51,29 +51,29 @@ def _sizes(kafka: KafkaSettings) -> dict[str, int]:
     return sizes
 
 
-def _tracing_env(run_dir: Path, zipkin: tracing_backend.ZipkinServer | None) -> dict[str, str]:
+def _tracing_env(run_dir: Path, zipkin: tracing_ui.ZipkinServer | None) -> dict[str, str]:
     """Spans to Zipkin (and a JSON-lines copy, which keeps the catalogue's span links)."""
     env = {"LISA_OTEL_JSONL_PATH": str(run_dir / "spans.jsonl"), "OTEL_BSP_SCHEDULE_DELAY": "500"}
     if zipkin is None:
         return {**env, "OTEL_TRACES_EXPORTER": "jsonl"}
-    zenv = tracing_backend.otel_env(zipkin.url)
+    zenv = tracing_ui.otel_env(zipkin.url)
     return {**env, **zenv, "OTEL_TRACES_EXPORTER": zenv["OTEL_TRACES_EXPORTER"] + ",jsonl"}
 
 
 def main(days: int = 30, seed: int = 1, timeout_s: float = 900.0) -> int:
-    from services.catalog.app import format_catalogue, read_catalogue
+    from lisa_choreo.catalogue import format_catalogue, read_catalogue
 
     kafka = KafkaSettings()
     port = int(kafka.bootstrap_servers.rsplit(":", 1)[1])
     print(f"1. stack up: Kafka on {kafka.bootstrap_servers}, Zipkin for traces", flush=True)
-    zipkin: tracing_backend.ZipkinServer | None = tracing_backend.ZipkinServer(
-        tracing_backend.default_port()
+    zipkin: tracing_ui.ZipkinServer | None = tracing_ui.ZipkinServer(
+        tracing_ui.default_port()
     )
     try:
-        tracing_backend.launch(zipkin)
-        stack.up([stack.KafkaNode(port=port)])
-        tracing_backend.wait_ready(zipkin)
-    except stack.StackError as exc:  # the pipeline still runs, without a tracing UI
+        tracing_ui.launch(zipkin)
+        brokers.up([brokers.KafkaNode(port=port)])
+        tracing_ui.wait_ready(zipkin)
+    except brokers.StackError as exc:  # the pipeline still runs, without a tracing UI
         print(f"   no tracing UI ({exc}); spans go to a JSON-lines file")
         zipkin = None
     run_id = uuid.uuid4().hex[:6]

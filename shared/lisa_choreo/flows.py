@@ -31,14 +31,14 @@ from choreo import codec
 from choreo.settings import KafkaSettings
 from choreo.topology import dead_letter_topic
 from lisa_choreo import traceview
-from lisa_choreo.events import (
+from lisa_choreo.localstack.tracing_ui import backend_url, query
+from lisa_pipeline.topics import (
     CANDIDATES_GB,
     CATALOG,
     SEGMENTS_CONDITIONED,
     SEGMENTS_RAW,
     SOURCES_ESTIMATES,
 )
-from lisa_choreo.tracing_backend import backend_url, query
 
 SOURCES = ("auto", "backend", "topics")
 PIPELINE_TOPICS = (SEGMENTS_RAW, SEGMENTS_CONDITIONED, CANDIDATES_GB, SOURCES_ESTIMATES, CATALOG)

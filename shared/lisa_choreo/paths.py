@@ -1,18 +1,9 @@
-"""Where things live: the checkout's deploy files and the per-user cache/state folder."""
+"""Where things live: the per-user cache and state folder (launch files ship in the package)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-
-def repo_root() -> Path:
-    # shared/lisa_choreo/paths.py -> the checkout (the project is installed editable).
-    return Path(__file__).resolve().parents[2]
-
-
-def deploy_dir() -> Path:
-    return Path(os.environ.get("LISA_CHOREO_DEPLOY_DIR", repo_root() / "deploy"))
 
 
 def home() -> Path:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from choreo.settings import KafkaSettings
 from choreo.store import Store
-from lisa_choreo.events import CatalogSource
+from lisa_pipeline.events import CatalogSource
 from lisa_science.ldc import TDIData, read_ldc_slice, write_ldc
-from services.ingest.files import plan_file
-from services.ingest.publish import publish_file
+from lisa_services.ingest.files import plan_file
+from lisa_services.ingest.publish import publish_file
 from tests.conftest import Services, wait_until
 
 DAY = 86_400.0
@@ -41,7 +41,7 @@ def ingest_files(settings: KafkaSettings, store_uri: str, files: list[Path]) -> 
 
 
 def catalogue(settings: KafkaSettings) -> list[CatalogSource]:
-    from services.catalog.app import read_catalogue
+    from lisa_choreo.catalogue import read_catalogue
 
     return asyncio.run(read_catalogue(settings))
 

@@ -15,7 +15,8 @@ import pytest
 from choreo import Envelope, codec
 from choreo.publisher import make_producer
 from choreo.store import ArrayRef, Store
-from lisa_choreo.events import SEGMENTS_CONDITIONED, SEGMENTS_RAW, SegmentRaw, SegmentTiming
+from lisa_pipeline.events import SegmentRaw, SegmentTiming
+from lisa_pipeline.topics import SEGMENTS_CONDITIONED, SEGMENTS_RAW
 from lisa_science.simulate import analytic_tdi_noise
 from tests.conftest import Services, read_all, wait_until
 

@@ -26,18 +26,18 @@ from choreo.settings import KafkaSettings
 from choreo.store import Store
 from choreo.topology import Topology, ensure_topics
 from lisa_choreo import traceview
-from lisa_choreo.events import (
-    CATALOG,
-    SOURCES_ESTIMATES,
+from lisa_choreo.catalogue import format_catalogue, read_catalogue
+from lisa_choreo.processes import ServiceProcess
+from lisa_choreo.registry import TOPICS
+from lisa_pipeline.events import (
     CatalogSource,
     GBCandidate,
     SegmentTiming,
     SourceEstimate,
     SourceEstimates,
 )
-from lisa_choreo.processes import ServiceProcess
-from lisa_choreo.topology import TOPICS
-from services.catalog.app import format_catalogue, read_catalogue, step
+from lisa_pipeline.topics import CATALOG, SOURCES_ESTIMATES
+from lisa_services.catalog.service import step
 from tests.conftest import Services, read_all, wait_until
 
 pytestmark = pytest.mark.kafka
@@ -52,13 +52,13 @@ RNG_SEED = 2024
 
 
 class CatalogProcess(ServiceProcess):
-    """``python -m services.catalog.app`` (until the CLI's ``run catalog`` starts it)."""
+    """``python -m lisa_services.catalog.service`` (until the CLI's ``run catalog`` starts it)."""
 
     def start(self) -> CatalogProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.catalog.app"],
+                [sys.executable, "-m", "lisa_services.catalog.service"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

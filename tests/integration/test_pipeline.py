@@ -15,15 +15,12 @@ from choreo import codec
 from choreo.events import Event
 from choreo.settings import KafkaSettings
 from lisa_choreo import traceview
-from lisa_choreo.events import (
+from lisa_pipeline.events import CandidatesGB, SegmentConditioned, SegmentRaw, SourceEstimates
+from lisa_pipeline.topics import (
     CANDIDATES_GB,
     SEGMENTS_CONDITIONED,
     SEGMENTS_RAW,
     SOURCES_ESTIMATES,
-    CandidatesGB,
-    SegmentConditioned,
-    SegmentRaw,
-    SourceEstimates,
 )
 from tests.conftest import Services, read_all, wait_until
 

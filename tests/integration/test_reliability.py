@@ -18,10 +18,11 @@ import pytest
 
 from choreo.settings import KafkaSettings
 from choreo.topology import ensure_topics
-from lisa_choreo import stack, traceview
+from lisa_choreo import traceview
 from lisa_choreo.accounting import build_report
-from lisa_choreo.simulate import simulate
-from lisa_choreo.topology import topology
+from lisa_choreo.localstack import brokers
+from lisa_choreo.registry import topology
+from lisa_choreo.simfile import simulate
 from tests.conftest import Services, wait_until
 from tests.integration.fleet import (
     DAY,
@@ -180,8 +181,8 @@ def test_more_gb_search_replicas_mid_run_change_nothing(
 
 
 def _own_cluster(tmp_path_factory, port: int, size: int):
-    nodes = stack.cluster_nodes(port, size)
-    stack.up(nodes)
+    nodes = brokers.cluster_nodes(port, size)
+    brokers.up(nodes)
     settings = KafkaSettings(
         bootstrap_servers=",".join(n.bootstrap for n in nodes), topic_prefix="f."
     )
@@ -196,9 +197,9 @@ def test_single_broker_stop_and_restart_mid_run(tmp_path_factory, daily_files, r
         start_steps(services)
         ingest_files(services.settings, services.store_uri, daily_files[:10])
         wait_until(lambda: services.started[0].log_contains('"processed"'), 60, "work started")
-        stack.down(nodes)  # controlled stop, mid-run
+        brokers.down(nodes)  # controlled stop, mid-run
         time.sleep(3)  # the outage itself: services must ride it out on their own
-        stack.up(nodes)
+        brokers.up(nodes)
         ingest_files(services.settings, services.store_uri, daily_files[10:20])
         result = wait_for_catalogue(services.settings, 20, 300)
         assert all(s.n_segments == 20 for s in result)
@@ -213,7 +214,7 @@ def test_single_broker_stop_and_restart_mid_run(tmp_path_factory, daily_files, r
         )
     finally:
         services.kill_all()
-        stack.down(nodes)
+        brokers.down(nodes)
 
 
 def test_three_node_cluster_survives_the_partition_leader_being_killed(
@@ -241,7 +242,7 @@ def test_three_node_cluster_survives_the_partition_leader_being_killed(
         pid = int(victim.pid_file.read_text())
         os.kill(pid, 9)  # SIGKILL the leader: no controlled shutdown
         ingest_files(services.settings, services.store_uri, daily_files[8:16])
-        stack.up(nodes)  # restart it
+        brokers.up(nodes)  # restart it
         result = wait_for_catalogue(services.settings, 16, 300)
         assert all(s.n_segments == 16 for s in result)
         report = asyncio.run(build_report(services.settings))
@@ -255,4 +256,4 @@ def test_three_node_cluster_survives_the_partition_leader_being_killed(
         )
     finally:
         services.kill_all()
-        stack.down(nodes)
+        brokers.down(nodes)

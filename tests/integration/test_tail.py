@@ -24,9 +24,10 @@ from choreo.publisher import Publisher, make_producer
 from choreo.reader import partitions_of
 from choreo.settings import KafkaSettings
 from choreo.store import ArrayRef
-from lisa_choreo.events import CANDIDATES_GB, CandidatesGB, GBCandidate, SegmentTiming
-from services.toy.events import NUMBERS, SQUARES, Number, Square
+from lisa_pipeline.events import CandidatesGB, GBCandidate, SegmentTiming
+from lisa_pipeline.topics import CANDIDATES_GB
 from tests.conftest import Services, read_all, wait_until
+from tests.toy.events import NUMBERS, SQUARES, Number, Square
 
 pytestmark = pytest.mark.kafka
 # Other tests' private prefixes (the `prefixed` fixture): their groups may come and go meanwhile.

@@ -11,8 +11,8 @@ from choreo import Envelope, codec
 from choreo.publisher import Publisher, make_producer
 from choreo.settings import KafkaSettings
 from lisa_choreo import traceview
-from services.toy.events import DESCRIPTIONS, NUMBERS, Description, Number
 from tests.conftest import Services, read_all, wait_until
+from tests.toy.events import DESCRIPTIONS, NUMBERS, Description, Number
 
 pytestmark = pytest.mark.kafka
 

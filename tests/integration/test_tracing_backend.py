@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 from choreo.topology import ensure_topics
-from lisa_choreo import flows, traceview, tracing_backend
-from lisa_choreo.events import SOURCES_ESTIMATES
-from lisa_choreo.topology import SERVICE_MODULES, topology
+from lisa_choreo import flows, traceview
+from lisa_choreo.localstack import tracing_ui
+from lisa_choreo.registry import SERVICE_MODULES, topology
+from lisa_pipeline.topics import SOURCES_ESTIMATES
 from tests.conftest import Services, read_all, wait_until
 
 pytestmark = pytest.mark.kafka
@@ -38,7 +39,7 @@ ARTIFACT = Path(__file__).resolve().parents[2] / "artifacts" / "zipkin-trace.png
 @dataclass
 class Run:
     services: Services
-    zipkin: tracing_backend.ZipkinServer
+    zipkin: tracing_ui.ZipkinServer
     segment_ids: list[str]
 
 
@@ -46,14 +47,14 @@ class Run:
 def run(kafka, zipkin, tmp_path_factory) -> Iterator[Run]:
     """Every pipeline service on its own prefix, two one-day segments with the verification
     binaries (so the catalogue, when present, promotes sources from both), all estimates out."""
-    if not entry_points(group="opentelemetry_traces_exporter", name=tracing_backend.EXPORTER):
+    if not entry_points(group="opentelemetry_traces_exporter", name=tracing_ui.EXPORTER):
         pytest.fail("opentelemetry-exporter-zipkin-json is not installed: see pyproject.toml")
     settings = kafka.model_copy(update={"topic_prefix": f"t{uuid.uuid4().hex[:10]}."})
     asyncio.run(ensure_topics(settings, topology().all_topics()))
     svc = Services(settings, tmp_path_factory.mktemp("tracing"))
     svc.env.update(
-        tracing_backend.otel_env(zipkin.url),
-        OTEL_TRACES_EXPORTER=f"{tracing_backend.EXPORTER},jsonl",
+        tracing_ui.otel_env(zipkin.url),
+        OTEL_TRACES_EXPORTER=f"{tracing_ui.EXPORTER},jsonl",
         OTEL_BSP_SCHEDULE_DELAY="200",
     )
     procs = [svc.start(name, wait=False) for name in EXPECTED[1:]]
@@ -81,7 +82,7 @@ def run(kafka, zipkin, tmp_path_factory) -> Iterator[Run]:
 def zipkin_traces(run: Run, segment_id: str) -> list[list[dict]]:
     """Zipkin's traces holding a span tagged with the segment id (its query API, no client)."""
     query = f"/api/v2/traces?annotationQuery=lisa.segment_id%3D{segment_id}&limit=10"
-    return tracing_backend.query(run.zipkin.url, query)
+    return tracing_ui.query(run.zipkin.url, query)
 
 
 def complete_trace(run: Run, segment_id: str) -> list[dict]:

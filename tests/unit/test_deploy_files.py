@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from lisa_choreo.topology import SERVICE_MODULES
+from lisa_choreo.registry import SERVICE_MODULES
 
 ROOT = Path(__file__).parents[2]
 

@@ -18,21 +18,28 @@ from jsonschema import Draft7Validator, Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from choreo import Envelope, codec
+from choreo import Envelope, codec, schemagen
 from choreo.store import ArrayRef
-from lisa_choreo import schemagen
-from lisa_choreo.events import CandidatesGB, GBCandidate, SegmentTiming
-from lisa_choreo.paths import repo_root
-from lisa_choreo.topology import topology
-from services.toy.events import Description, Number, Square
+from lisa_choreo.registry import topology
+from lisa_pipeline.events import CandidatesGB, CatalogSource, GBCandidate, SegmentTiming
 
-SCHEMAS = repo_root() / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 ASYNCAPI_SCHEMA = Path(__file__).parents[1] / "data" / "asyncapi-3.0.0.schema.json"
 REF = ArrayRef(uri="file:///s/x.h5", sha256="a" * 64, size_bytes=1, shapes={"f": [3]})
 SAMPLES = [
-    Number(value=2),
-    Square(value=2, square=4),
-    Description(value=2, text="2² = 4"),
+    CatalogSource(
+        source_id="gb-0001",
+        frequency_hz=1.94e-3,
+        frequency_bin=3,
+        sigma_frequency_hz=1e-8,
+        stacked_statistic=120.0,
+        stacked_snr=10.4,
+        fap=1e-9,
+        n_segments=3,
+        n_estimates=2,
+        mean_amplitude=None,
+        contributing_segments=["s-0", "s-1", "s-2"],
+    ),
     CandidatesGB(
         timing=SegmentTiming(segment_id="s-0", t0=0.0, dt=5.0, n_samples=100),
         statistic=REF,
@@ -132,7 +139,7 @@ def test_asyncapi_covers_every_topic_service_and_event_type(document: dict[str, 
 def test_headers_describe_what_the_codec_and_dead_letters_write(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
     ce = schemas[schemagen.HEADERS]
-    env = Envelope(**{**Envelope.root(Number(value=1), source="t", subject="s").__dict__})
+    env = Envelope(**{**Envelope.root(SAMPLES[0], source="t", subject="s").__dict__})
     written = {
         name for name, _ in codec.encode(Envelope(**{**env.__dict__, "causation_id": "p"}))[2]
     }
@@ -188,7 +195,7 @@ def test_check_lists_drifted_files_and_write_repairs_them(
 
     assert cli().returncode == 0
     assert cli("--check").returncode == 0
-    (tmp_path / "lisa.toy.number.v1.json").write_text("{}\n")
+    (tmp_path / "lisa.catalog.source.v1.json").write_text("{}\n")
     (tmp_path / "lisa.retired.v1.json").write_text("{}\n")
     (tmp_path / schemagen.ASYNCAPI_FILE).unlink()
     (tmp_path / "README.md").write_text("not generated, left alone\n")

@@ -14,7 +14,9 @@ import pytest
 from choreo import Envelope, Event, codec
 from choreo.store import ArrayRef
 from lisa_choreo import tailing
-from lisa_choreo.events import (
+from lisa_choreo.registry import topology
+from lisa_choreo.tailing import Filter, Record, parse_time, render_json, render_line
+from lisa_pipeline.events import (
     BandRatio,
     CandidatesGB,
     CatalogSource,
@@ -25,9 +27,7 @@ from lisa_choreo.events import (
     SourceEstimate,
     SourceEstimates,
 )
-from lisa_choreo.tailing import Filter, Record, parse_time, render_json, render_line
-from lisa_choreo.topology import topology
-from services.toy.events import Description, Number, Square
+from tests.toy.events import Description, Number, Square
 
 REF = ArrayRef(uri="file:///store/x.h5", sha256="0" * 64, size_bytes=10, shapes={"A": [4]})
 TIMING = SegmentTiming(segment_id="abcd-3", t0=86400.0, dt=5.0, n_samples=17280)

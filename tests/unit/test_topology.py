@@ -6,7 +6,7 @@ import pytest
 
 from choreo import Consumes, Event, Produces, Step
 from choreo.topology import TopicSpec, Topology
-from lisa_choreo.topology import SERVICE_MODULES, load_service, topology
+from lisa_choreo.registry import SERVICE_MODULES, load_service, topology
 
 
 class A(Event):

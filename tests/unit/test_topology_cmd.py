@@ -10,7 +10,7 @@ import pytest
 from choreo import Consumes, Event, Produces, Step
 from choreo.topology import TopicSpec, Topology
 from lisa_choreo.commands.topology import render_mermaid, render_text
-from lisa_choreo.topology import topology
+from lisa_choreo.registry import topology
 
 
 class A(Event):

@@ -15,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from choreo.settings import KafkaSettings
-    from services.catalog.app import format_catalogue, read_catalogue
-    from services.catalog.products import csv_text
+    from lisa_choreo.catalogue import format_catalogue, read_catalogue
+    from lisa_pipeline.products import csv_text
 
     try:
         sources = asyncio.run(read_catalogue(KafkaSettings()))

@@ -22,11 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from choreo.settings import KafkaSettings
-    from lisa_choreo import deadletters
+    from lisa_choreo import dlq_admin
 
     settings = KafkaSettings()
-    letters = asyncio.run(deadletters.read_dead_letters(settings, args.topic))
-    chosen = deadletters.select(letters, args.ids, args.reason, args.since, args.until)
+    letters = asyncio.run(dlq_admin.read_dead_letters(settings, args.topic))
+    chosen = dlq_admin.select(letters, args.ids, args.reason, args.since, args.until)
     if args.action == "replay":
         if not (args.ids or args.reason or args.since or args.until or args.topic):
             print(
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
                 "--topic)"
             )
             return 2
-        replayed, skipped = asyncio.run(deadletters.replay(settings, chosen))
+        replayed, skipped = asyncio.run(dlq_admin.replay(settings, chosen))
         print(f"replayed {len(replayed)}, skipped {len(skipped)} already replayed")
         return 0
     if args.action == "show":

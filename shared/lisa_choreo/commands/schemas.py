@@ -10,13 +10,6 @@ import argparse
 from pathlib import Path
 
 
-def _default_dir() -> Path:
-    from lisa_choreo.paths import repo_root
-
-    checkout = repo_root() / "schemas"
-    return checkout if checkout.parent.joinpath("pyproject.toml").exists() else Path("schemas")
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "schemas", help="write schemas/ (event JSON Schemas, AsyncAPI) from the declarations"
@@ -26,15 +19,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="write nothing; exit 1 listing the files that differ from what the code generates",
     )
-    p.add_argument("--dir", type=Path, help="output folder (default: the checkout's schemas/)")
+    p.add_argument(
+        "--dir", type=Path, default=Path("schemas"), help="output folder (default: ./schemas)"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lisa_choreo import schemagen
-    from lisa_choreo.topology import topology
+    from choreo import schemagen
+    from lisa_choreo.registry import topology
 
-    directory = args.dir or _default_dir()
+    directory = args.dir
     files = schemagen.generate(topology())
     if args.check:
         drifted = schemagen.drift(directory, files)

@@ -1,7 +1,7 @@
 """``lisa-choreo topology [--format text|mermaid]``: who consumes and produces what.
 
 Choreography has no coordinator to ask "what is the flow?": this answers it from the services' own
-declarations (``lisa_choreo.topology.topology()``), so the picture cannot drift from the code.
+declarations (``lisa_choreo.registry.topology()``), so the picture cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lisa_choreo.topology import topology
+    from lisa_choreo.registry import topology
 
     topo = topology()
     print(render_mermaid(topo) if args.format == "mermaid" else render_text(topo), end="")

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from opentelemetry import trace
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from choreo import Consumes, Emit, Envelope, PermanentError, Produces, Step
+from choreo.runner import run_step
 from choreo.store import Store
-from lisa_choreo.events import (
-    SEGMENTS_CONDITIONED,
-    SEGMENTS_RAW,
-    BandRatio,
-    SegmentConditioned,
-    SegmentRaw,
-)
+from lisa_pipeline.events import BandRatio, SegmentConditioned, SegmentRaw
+from lisa_pipeline.topics import SEGMENTS_CONDITIONED, SEGMENTS_RAW
 from lisa_science.calibration import calibrated_model_psd
 from lisa_science.noise import tdi_psd
 from lisa_science.psd import DEFAULT_BANDS, band_ratios, welch_psd
@@ -129,3 +127,11 @@ def condition(event: Envelope[SegmentRaw]) -> list[Emit]:
             ),
         )
     ]
+
+
+def main() -> int:
+    return run_step(step)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

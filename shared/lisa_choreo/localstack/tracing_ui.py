@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from lisa_choreo.paths import home
-from lisa_choreo.stack import (
+from lisa_choreo.localstack.brokers import (
     StackError,
     _require,
     _tail,
@@ -31,6 +30,7 @@ from lisa_choreo.stack import (
     spawn_detached,
     stop_managed,
 )
+from lisa_choreo.paths import home
 
 DEFAULT_URL = "http://127.0.0.1:9411"
 EXPORTER = "zipkin_json"  # entry point of opentelemetry-exporter-zipkin-json

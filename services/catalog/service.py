@@ -31,10 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import sys
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -45,17 +42,19 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
 
 from choreo import Consumes, Envelope, Produces, Step, codec, derive_event_id, tracing
-from choreo.deadletter import DeadLetters, Failure, mark_failed
-from choreo.errors import DecodeError, PermanentError, TransientError
+from choreo.deadletter import DeadLetters, mark_failed
+from choreo.errors import PermanentError, TransientError
 from choreo.logs import configure_logging
+from choreo.processing import failure_of, retry_policy
 from choreo.publisher import Publisher, default_client_id, make_producer
-from choreo.reader import TopicReader
+from choreo.retry import retry
 from choreo.settings import KafkaSettings, StepSettings
 from choreo.store import ArrayRef, Store
-from lisa_choreo.events import CATALOG, SOURCES_ESTIMATES, CatalogSource, SourceEstimates
-from services.catalog.products import write_products
-from services.catalog.settings import CatalogSettings
-from services.catalog.state import GridStack, decode_state, grid_key, to_estimate
+from lisa_pipeline.events import CatalogSource, SourceEstimates
+from lisa_pipeline.topics import CATALOG, SOURCES_ESTIMATES
+from lisa_services.catalog.products import write_products
+from lisa_services.catalog.settings import CatalogSettings
+from lisa_services.catalog.state import GridStack, decode_state, grid_key, to_estimate
 
 SERVICE = "catalog"
 
@@ -132,25 +131,6 @@ def _link(traceparent: str) -> Link | None:
     return Link(ctx) if ctx.is_valid else None
 
 
-def _credentials(kafka: KafkaSettings) -> Any:
-    """Faust's form of the runtime's security settings (its clients are aiokafka's too)."""
-    ssl_context = None
-    if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        from aiokafka.helpers import create_ssl_context
-
-        ssl_context = create_ssl_context(cafile=kafka.ssl_cafile)
-    if kafka.security_protocol.startswith("SASL"):
-        return faust.SASLCredentials(
-            username=kafka.sasl_username,
-            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
-            ssl_context=ssl_context,
-            mechanism=kafka.sasl_mechanism,
-        )
-    if ssl_context is not None:
-        return faust.SSLCredentials(ssl_context)
-    return None
-
-
 def _exit_uncommitted(exc: BaseException) -> NoReturn:
     """Leave at once, as a SIGKILL would, when an input can be neither processed nor
     dead-lettered (the broker refuses the outputs): faust would ack the event of a failed agent
@@ -182,8 +162,7 @@ class Catalog:
         session = self.settings.session_timeout_s
         self.app = faust.App(
             self.app_id,
-            broker=[f"kafka://{h.strip()}" for h in self.kafka.bootstrap_servers.split(",")],
-            broker_credentials=_credentials(self.kafka),
+            **self.kafka.faust_broker_options(),
             store=self.settings.store,
             datadir=str(data_dir),
             topic_partitions=self.settings.partitions,
@@ -265,15 +244,15 @@ class Catalog:
                 _exit_uncommitted(exc)
 
     async def _route_one(self, message: Any) -> None:
-        with self._consumer_span(message, message.headers) as span:
+        with self._consumer_span(message) as span:
             try:
                 envelope = codec.decode(message.key, message.value, message.headers, _TYPES)
-                self._describe(span, envelope)
+                tracing.describe_event(span, envelope)
                 key = grid_key(envelope.data)
                 if envelope.data.n_independent_bins < 1:
                     raise PermanentError("bad-statistic", "n_independent_bins must be >= 1")
             except PermanentError as exc:
-                await self._dead_letter(message, exc, 1, span)
+                await self._dead_letter(message, exc, span)
                 return
             headers = forward_headers(message)
             topic = self.by_grid.get_topic_name()
@@ -296,18 +275,18 @@ class Catalog:
     async def _stack_one(self, message: Any) -> None:
         original = original_record(message)
         key = message.key.decode()
-        with self._consumer_span(message, message.headers) as span:
+        with self._consumer_span(message) as span:
             try:
                 envelope = codec.decode(original.key, original.value, original.headers, _TYPES)
-                self._describe(span, envelope)
+                tracing.describe_event(span, envelope)
                 stack = await self._stacked(key, envelope, span)
-            except (PermanentError, TransientError) as exc:
-                await self._dead_letter(original, exc, getattr(exc, "attempts", 1), span)
+            except PermanentError as exc:
+                await self._dead_letter(original, exc, span)
                 return
             except Exception as exc:  # a bug on this input: dead-letter it, go on
                 log.exception("catalog failed on an input")
                 error = PermanentError("handler-error", f"{type(exc).__name__}: {exc}")
-                await self._dead_letter(original, error, 1, span)
+                await self._dead_letter(original, error, span)
                 return
             if stack is not None:  # broker errors from here on stop the worker, uncommitted
                 await self._persist(key, stack, envelope, span)
@@ -391,21 +370,12 @@ class Catalog:
 
     async def _load(self, ref: ArrayRef) -> dict[str, np.ndarray]:
         """The statistic from the claim-check store; transient failures retried with backoff."""
-        attempt = 1
-        while True:
-            try:
-                return await asyncio.to_thread(self.store.get, ref, ["f", "stat"])
-            except TransientError as exc:
-                if attempt > self.step_settings.max_retries:
-                    exc.attempts = attempt  # type: ignore[attr-defined]
-                    raise
-                delay = min(
-                    self.step_settings.retry_backoff_max_s,
-                    self.step_settings.retry_backoff_s * 2 ** (attempt - 1),
-                ) * random.uniform(0.5, 1.0)
-                log.warning("store unavailable, retrying", error=str(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                attempt += 1
+        loaded = await retry(
+            lambda: asyncio.to_thread(self.store.get, ref, ["f", "stat"]),
+            retry_policy(self.step_settings),
+            what="store unavailable",
+        )
+        return loaded.value
 
     async def _write_products(self) -> None:
         """Rewrite catalog.csv / catalog.h5 from every grid this worker owns."""
@@ -427,45 +397,23 @@ class Catalog:
             sha256=ref.sha256,
         )
 
-    # -- tracing and dead letters, as the step runner does them -----------------------------
+    # -- tracing and dead letters, the runtime's ----------------------------------------------
 
-    def _consumer_span(self, message: Any, headers: Sequence[tuple[str, bytes]] | None):
-        return _tracer.start_as_current_span(
-            f"process {message.topic}",
-            context=tracing.extract(headers),
-            kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": message.topic,
-                "messaging.destination.partition.id": str(message.partition),
-                "messaging.kafka.offset": message.offset,
-                "messaging.consumer.group.name": self.app_id,
-                "lisa.step": SERVICE,
-                "lisa.queue_wait_ms": max(0.0, time.time() - (message.timestamp or time.time()))
-                * 1e3,
-            },
+    def _consumer_span(self, message: Any):
+        return tracing.consumer_span(
+            message.topic,
+            message.partition,
+            message.offset,
+            message.timestamp * 1e3 if message.timestamp else None,  # faust: seconds
+            message.headers,
+            SERVICE,
+            self.app_id,
         )
 
-    @staticmethod
-    def _describe(span: trace.Span, envelope: Envelope[Any]) -> None:
-        span.set_attributes(
-            {
-                "messaging.message.id": envelope.id,
-                "cloudevents.event_type": envelope.type,
-                "cloudevents.event_subject": envelope.subject or "",
-                "lisa.correlation_id": envelope.correlation_id,
-            }
-        )
-
-    async def _dead_letter(
-        self, record: Any, exc: Exception, attempts: int, span: trace.Span
-    ) -> None:
+    async def _dead_letter(self, record: Any, exc: PermanentError, span: trace.Span) -> None:
         reason = mark_failed(span, record, exc)
         _, dead_letters = await self._outputs()
-        await (
-            await dead_letters.send(record, Failure(reason=reason, error=exc, attempts=attempts))
-        )
+        await (await dead_letters.send(record, failure_of(exc, reason)))
 
 
 # -- entry points ---------------------------------------------------------------------------
@@ -507,51 +455,6 @@ def main() -> int:
     finally:
         provider.shutdown()
     return code
-
-
-async def read_catalogue(settings: KafkaSettings | None = None) -> list[CatalogSource]:
-    """The current catalogue: the latest record per source id on ``lisa.catalog``, by frequency.
-
-    Reads to the end offsets as of now without a consumer group (commits nothing), so it works
-    whether the compacted topic has been cleaned yet or not.
-    """
-    settings = settings or KafkaSettings()
-    async with TopicReader(settings, [CATALOG]) as reader:
-        records = await reader.snapshot()
-    latest: dict[bytes | None, Any] = {}
-    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
-        latest[record.key] = record
-    out = []
-    for record in latest.values():
-        if record.value is None:  # a tombstone: the source was removed
-            continue
-        try:
-            out.append(
-                codec.decode(
-                    record.key, record.value, record.headers, {CatalogSource.ce_type: CatalogSource}
-                ).data
-            )
-        except DecodeError as exc:
-            log.warning("unreadable catalogue record skipped", reason=exc.reason)
-    return sorted(out, key=lambda s: (s.frequency_hz, s.source_id))
-
-
-def format_catalogue(sources: Sequence[CatalogSource]) -> str:
-    """The catalogue as a fixed-width table, for ``lisa-choreo catalog``."""
-    header = (
-        f"{'source':<16} {'f (Hz)':>14} {'sigma_f (Hz)':>12} {'bin':>6} {'stack':>10} "
-        f"{'SNR':>7} {'FAP':>9} {'segs':>5} {'ests':>5} {'amplitude':>10}"
-    )
-    lines = [header]
-    for s in sources:
-        amplitude = f"{s.mean_amplitude:10.3e}" if s.mean_amplitude is not None else f"{'-':>10}"
-        lines.append(
-            f"{s.source_id:<16} {s.frequency_hz:14.9e} {s.sigma_frequency_hz:12.3e} "
-            f"{s.frequency_bin:6d} {s.stacked_statistic:10.1f} {s.stacked_snr:7.2f} "
-            f"{s.fap:9.2e} {s.n_segments:5d} {s.n_estimates:5d} {amplitude}"
-        )
-    lines.append(f"{len(sources)} source(s)")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import structlog
 from opentelemetry import trace
 
 from choreo import Consumes, Emit, Envelope, Produces, Step
+from choreo.runner import run_step
 from choreo.store import Store
-from lisa_choreo.events import (
-    CANDIDATES_GB,
-    SOURCES_ESTIMATES,
-    CandidatesGB,
-    SourceEstimate,
-    SourceEstimates,
-)
+from lisa_pipeline.events import CandidatesGB, SourceEstimate, SourceEstimates
+from lisa_pipeline.topics import CANDIDATES_GB, SOURCES_ESTIMATES
 from lisa_science.estimate import fit_sinusoid
 
 step = Step(
@@ -91,3 +89,11 @@ def estimate(event: Envelope[CandidatesGB]) -> list[Emit]:
             ),
         )
     ]
+
+
+def main() -> int:
+    return run_step(step)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,10 +1,12 @@
 """Toy step 1: squares a number. ``LISA_TOY_DELAY_S`` slows it down for shutdown tests."""
 
 import os
+import sys
 import time
 
 from choreo import Consumes, Emit, Envelope, Produces, Step
-from services.toy.events import NUMBERS, SQUARES, Number, Square
+from choreo.runner import run_step
+from tests.toy.events import NUMBERS, SQUARES, Number, Square
 
 step = Step(
     "toy-square",
@@ -21,3 +23,11 @@ def square(event: Envelope[Number]) -> list[Emit]:
         time.sleep(_DELAY_S)
     n = event.data.value
     return [Emit(SQUARES, Square(value=n, square=n * n))]
+
+
+def main() -> int:
+    return run_step(step)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,11 +21,13 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from lisa_choreo.paths import deploy_dir, home
+from lisa_choreo.paths import home
 
 
 class StackError(RuntimeError):
@@ -96,12 +98,15 @@ def _require(tool: str, why: str) -> str:
 def fetch_with_maven(component: str, why: str) -> Path:
     """``deploy/<component>/pom.xml``'s runtime dependencies, copied once per pom version into
     ``$LISA_CHOREO_HOME/<component>/<pom sha>/libs``; later calls need no network."""
-    pom = deploy_dir() / component / "pom.xml"
-    digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:12]
+    pom_bytes = resource(component, "pom.xml").read_bytes()
+    digest = hashlib.sha256(pom_bytes).hexdigest()[:12]
     libs = home() / component / digest / "libs"
     marker = libs / ".complete"
     if marker.exists():
         return libs
+    pom = libs.parent / "pom.xml"  # a real file for Maven, whatever the install looks like
+    pom.parent.mkdir(parents=True, exist_ok=True)
+    pom.write_bytes(pom_bytes)
     mvn = _require("mvn", f"Maven fetches {why} once (Debian: apt-get install maven)")
     libs.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
@@ -126,6 +131,17 @@ def fetch_with_maven(component: str, why: str) -> Path:
     return libs
 
 
+def resource(component: str, name: str) -> Traversable:
+    """A launch file shipped in the package (``lisa_choreo/localstack/resources/<component>``)."""
+    return resources.files("lisa_choreo.localstack.resources").joinpath(component, name)
+
+
+def _log_config(node: KafkaNode) -> Path:
+    path = node.state_dir / "log4j2.properties"
+    path.write_text(resource("kafka", "log4j2.properties").read_text())
+    return path
+
+
 def kafka_libs() -> Path:
     return fetch_with_maven("kafka", "the Kafka jars")
 
@@ -135,7 +151,7 @@ def _voters(node: KafkaNode, base_port: int) -> str:
 
 
 def _write_config(node: KafkaNode, base_port: int) -> Path:
-    template = (deploy_dir() / "kafka" / "server.properties.template").read_text()
+    template = resource("kafka", "server.properties.template").read_text()
     replication = min(3, node.cluster_size)
     config = string.Template(template).substitute(
         node_id=node.node_id,
@@ -289,7 +305,7 @@ def start(node: KafkaNode, base_port: int | None = None) -> None:
             f"-Xmx{heap}",
             "-XX:+UseG1GC",
             f"-Dkafka.logs.dir={node.state_dir / 'logs'}",
-            f"-Dlog4j2.configurationFile={deploy_dir() / 'kafka' / 'log4j2.properties'}",
+            f"-Dlog4j2.configurationFile={_log_config(node)}",
             f"-Dlisa.choreo.state={node.state_dir}",
             "-cp",
             classpath,

@@ -1,4 +1,4 @@
-"""The LISA pipeline's topics and event types: the contract between services.
+"""The LISA pipeline's event types: the bodies services exchange over the topics of ``topics``.
 
 Services never import each other; they share these models. A change here is backward compatible
 (new optional fields) or becomes a new ``.vN`` type.
@@ -12,12 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from choreo import Event
 from choreo.store import ArrayRef
-
-SEGMENTS_RAW = "lisa.segments.raw"
-SEGMENTS_CONDITIONED = "lisa.segments.conditioned"
-CANDIDATES_GB = "lisa.candidates.gb"
-SOURCES_ESTIMATES = "lisa.sources.estimates"
-CATALOG = "lisa.catalog"
 
 
 class _Part(BaseModel):

@@ -1,6 +1,6 @@
 """JSON Schemas of the event types and an AsyncAPI 3.0 document, generated from the code.
 
-The step declarations (``choreo.Step``) and the topic declaration (``lisa_choreo.topology``) are
+The step declarations (``choreo.Step``) and the topic declaration (``lisa_choreo.registry``) are
 the only source: nothing here is kept by hand, so ``schemas/`` cannot say something the services
 do not do. Output is deterministic (sorted keys, stable order, no timestamps) so a drift check can
 compare bytes.

@@ -17,7 +17,7 @@ from choreo.publisher import default_client_id, make_producer
 from choreo.reader import TopicReader
 from choreo.settings import KafkaSettings
 from choreo.topology import DLQ_SUFFIX
-from lisa_choreo.topology import topology
+from lisa_choreo.registry import topology
 
 REPLAY_HEADER = "lisa_replay_of"
 

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from opentelemetry import trace
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from choreo import Consumes, Emit, Envelope, Produces, Step
+from choreo.runner import run_step
 from choreo.store import Store
-from lisa_choreo.events import (
-    CANDIDATES_GB,
-    SEGMENTS_CONDITIONED,
-    CandidatesGB,
-    GBCandidate,
-    SegmentConditioned,
-)
+from lisa_pipeline.events import CandidatesGB, GBCandidate, SegmentConditioned
+from lisa_pipeline.topics import CANDIDATES_GB, SEGMENTS_CONDITIONED
 from lisa_science.search import (
     false_alarm_threshold,
     find_candidates,
@@ -109,3 +107,11 @@ def search(event: Envelope[SegmentConditioned]) -> list[Emit]:
             ),
         )
     ]
+
+
+def main() -> int:
+    return run_step(step)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

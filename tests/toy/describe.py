@@ -1,7 +1,10 @@
 """Toy step 2: describes a square in words."""
 
+import sys
+
 from choreo import Consumes, Emit, Envelope, Produces, Step
-from services.toy.events import DESCRIPTIONS, SQUARES, Description, Square
+from choreo.runner import run_step
+from tests.toy.events import DESCRIPTIONS, SQUARES, Description, Square
 
 step = Step(
     "toy-describe",
@@ -15,3 +18,11 @@ step = Step(
 def describe(event: Envelope[Square]) -> list[Emit]:
     d = event.data
     return [Emit(DESCRIPTIONS, Description(value=d.value, text=f"{d.value}² = {d.square}"))]
+
+
+def main() -> int:
+    return run_step(step)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Kafka and Zipkin launch files (Maven poms, configuration), read with importlib.resources."""
