@@ -219,7 +219,7 @@ class Fleet:
                 self.procs[key] = proc.start()
                 started.append(proc)
         for proc in started:
-            proc.wait_for_log("step started", timeout_s=240)
+            proc.wait_ready(240)
         for key, proc in self.procs.items():
             if proc.proc is not None and key not in self.sampler.stats:
                 self.sampler.watch(key, proc.proc.pid)

@@ -93,12 +93,13 @@ class Services:
     def start(self, name: str, wait: bool = True, **env: str):
         from lisa_choreo.processes import ServiceProcess
 
+        module = f"tests.toy.{name.removeprefix('toy-')}" if name.startswith("toy-") else None
         proc = ServiceProcess(
-            name, self.workdir / f"{name}-{len(self.started)}.log", {**self.env, **env}
+            name, self.workdir / f"{name}-{len(self.started)}.log", {**self.env, **env}, module
         ).start()
         self.started.append(proc)
         if wait:
-            proc.wait_for_log("step started")
+            proc.wait_ready()
         return proc
 
     def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -122,8 +123,10 @@ def services(prefixed: KafkaSettings, tmp_path: Path) -> Iterator[Services]:
     """The topology's topics under this test's prefix, and a factory of service processes."""
     from choreo.topology import ensure_topics
     from lisa_choreo.registry import topology
+    from tests.toy.events import topology as toy_topology
 
-    asyncio.run(ensure_topics(prefixed, topology().all_topics()))
+    specs = topology().all_topics() + toy_topology().all_topics()
+    asyncio.run(ensure_topics(prefixed, specs))
     svc = Services(prefixed, tmp_path)
     yield svc
     svc.kill_all()

@@ -44,6 +44,7 @@ from opentelemetry.trace import Link, SpanKind
 from choreo import Consumes, Envelope, Produces, Step, codec, derive_event_id, tracing
 from choreo.deadletter import DeadLetters, mark_failed
 from choreo.errors import PermanentError, TransientError
+from choreo.health import Health
 from choreo.logs import configure_logging
 from choreo.processing import failure_of, retry_policy
 from choreo.publisher import Publisher, default_client_id, make_producer
@@ -195,6 +196,7 @@ class Catalog:
         self.app.agent(self.source_topic, name=f"{self.app_id}.route")(self._route)
         self.app.agent(self.by_grid, name=f"{self.app_id}.stack")(self._stack)
         self.app.on_before_shutdown.connect(self._close)
+        self.health = Health(SERVICE)
         self._outputs_lock = asyncio.Lock()
         self._producer: Any = None
         self._publisher: Publisher | None = None
@@ -220,7 +222,7 @@ class Catalog:
         grids = {key: len(decode_state(v).segments) for key, v in self.stacks.items()}
         if grids:
             await self._write_products()
-        # The runner's wording, so tools waiting for a step to be up treat this one alike.
+        self.health.set_ready(True, grids=len(grids))
         log.info(
             "step started",
             step=SERVICE,
@@ -229,6 +231,7 @@ class Catalog:
         )
 
     async def _close(self, *_: Any, **__: Any) -> None:
+        await self.health.close()
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
@@ -429,6 +432,10 @@ class _Worker(faust.Worker):
         )
         self.spinner = None
         self._catalog = catalog
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        await self._catalog.health.serve()  # live while the table recovers; ready after
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lisa_choreo.paths import home
+from choreo.settings import home
 
 
 class CatalogSettings(BaseSettings):

@@ -17,6 +17,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from choreo import Produces, Step
+from choreo.health import Health
 from choreo.logs import configure_logging
 from choreo.settings import KafkaSettings
 from choreo.store import Store
@@ -63,14 +64,18 @@ def ingest_file(
     )
 
 
-async def _watch(settings: IngestSettings, kafka: KafkaSettings, stop: asyncio.Event) -> None:
+async def _watch(
+    settings: IngestSettings, kafka: KafkaSettings, stop: asyncio.Event, health: Health
+) -> None:
     inbox = settings.inbox
     for sub in ("done", "rejected"):
         (inbox / sub).mkdir(parents=True, exist_ok=True)
     sizes: dict[Path, int] = {}
     store = Store()
     log.info("step started", step="ingest", inbox=str(inbox.resolve()))
+    health.set_ready(True, inbox=str(inbox.resolve()))
     while not stop.is_set():
+        health.beat()
         for path in sorted(p for p in inbox.iterdir() if p.suffix in (".h5", ".hdf5")):
             size = path.stat().st_size
             if sizes.get(path) != size:  # still being copied in: look again next round
@@ -104,7 +109,12 @@ def main() -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await _watch(IngestSettings(), KafkaSettings(), stop)
+        health = Health("ingest")
+        await health.serve()
+        try:
+            await _watch(IngestSettings(), KafkaSettings(), stop, health)
+        finally:
+            await health.close()
 
     try:
         asyncio.run(run())

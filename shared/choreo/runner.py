@@ -27,6 +27,7 @@ from opentelemetry import trace
 
 from choreo import tracing
 from choreo.deadletter import DeadLetters
+from choreo.health import Health
 from choreo.logs import configure_logging
 from choreo.metrics import StepMetrics, configure_metrics
 from choreo.processing import RecordProcessor
@@ -58,6 +59,7 @@ class StepRunner:
         step: Step,
         kafka: KafkaSettings | None = None,
         settings: StepSettings | None = None,
+        health: Health | None = None,
     ) -> None:
         self.step = step
         self.kafka = kafka or KafkaSettings()
@@ -68,6 +70,7 @@ class StepRunner:
         self._consumer: AIOKafkaConsumer | None = None
         self._positions: dict[TopicPartition, int] = {}
         self.metrics = StepMetrics(step.name, self._lag)
+        self.health = health or Health(step.name)
         self.processor = RecordProcessor(
             step, self.kafka, self.settings, self.metrics, self._stopping.is_set
         )
@@ -123,6 +126,8 @@ class StepRunner:
                 batch = await consumer.getmany(
                     timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_batch
                 )
+                self.health.beat()
+                self.health.set_ready(True, partitions=len(consumer.assignment()))
                 if not batch:
                     continue
                 publisher = Publisher(producer, self.kafka)
@@ -151,6 +156,7 @@ class StepRunner:
                         return
         finally:
             log.info("step stopping", step=self.step.name, processed=self.processed)
+            self.health.set_ready(False)
             await consumer.stop()
             if producer is not None:
                 await producer.stop()
@@ -206,7 +212,11 @@ def run_step(step: Step) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)
-        await runner.run()
+        await runner.health.serve()
+        try:
+            await runner.run()
+        finally:
+            await runner.health.close()
 
     try:
         asyncio.run(main())

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def home() -> Path:
+    """``LISA_CHOREO_HOME``: the services' and the local stack's state (default: the user's cache
+    folder, ``~/.cache/lisa-choreo``); created on first use."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lisa-choreo"
+    path = Path(os.environ.get("LISA_CHOREO_HOME", default))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 class KafkaSettings(BaseSettings):

@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from choreo.errors import PermanentError, TransientError
+from choreo.settings import home
 
 _CHUNK = 1 << 20
 
@@ -57,8 +58,7 @@ def _default_root() -> str:
     from_env = os.environ.get("LISA_STORE_URI")
     if from_env:
         return from_env
-    home = os.environ.get("LISA_CHOREO_HOME", str(Path.home() / ".cache" / "lisa-choreo"))
-    return Path(home, "store").resolve().as_uri()
+    return (home() / "store").resolve().as_uri()
 
 
 def _path_of(uri: str) -> Path:

@@ -15,11 +15,10 @@ import uuid
 from importlib import resources
 from pathlib import Path
 
-from choreo.settings import KafkaSettings
+from choreo.settings import KafkaSettings, home
 from choreo.topology import ensure_topics
 from lisa_choreo.accounting import topic_offsets
 from lisa_choreo.localstack import brokers, tracing_ui
-from lisa_choreo.paths import home
 from lisa_choreo.processes import ServiceProcess
 from lisa_choreo.registry import topology
 from lisa_choreo.simfile import DAY, simulate
@@ -100,7 +99,7 @@ def main(days: int = 30, seed: int = 1, timeout_s: float = 900.0) -> int:
         svc.start()
     try:
         for svc in services:
-            svc.wait_for_log("started", timeout_s=120)
+            svc.wait_ready(120)
         (run_dir / "inbox").mkdir(parents=True, exist_ok=True)
         shutil.copy(dataset, run_dir / "inbox" / f".{dataset.name}")
         (run_dir / "inbox" / f".{dataset.name}").rename(run_dir / "inbox" / dataset.name)

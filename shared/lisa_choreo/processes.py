@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 _children: list[ServiceProcess] = []
@@ -20,20 +24,37 @@ def _kill_children() -> None:
         child.kill()
 
 
-class ServiceProcess:
-    """``lisa-choreo run <name>`` in its own process, its JSON logs in ``log_path``."""
+def free_port() -> int:
+    """A loopback port nobody listens on now (the service binds it a moment later)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
-    def __init__(self, name: str, log_path: Path, env: dict[str, str] | None = None) -> None:
+
+class ServiceProcess:
+    """``lisa-choreo run <name>`` in its own process, its JSON logs in ``log_path``, its health
+    endpoint on a free loopback port (``LISA_HEALTH_PORT``) so that readiness is asked, not
+    guessed from the log. ``module`` runs ``python -m module`` instead (the tests' toy steps)."""
+
+    def __init__(
+        self,
+        name: str,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        module: str | None = None,
+    ) -> None:
         self.name = name
         self.log_path = log_path
-        self._env = {**os.environ, **(env or {})}
+        self.health_port = free_port()
+        self._env = {**os.environ, "LISA_HEALTH_PORT": str(self.health_port), **(env or {})}
+        self._command = ["-m", module] if module else ["-m", "lisa_choreo.cli", "run", name]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "lisa_choreo.cli", "run", self.name],
+                [sys.executable, *self._command],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -68,6 +89,36 @@ class ServiceProcess:
             return text in self.log_path.read_text(errors="replace")
         except OSError:
             return False
+
+    def health(self, probe: str = "readyz") -> dict | None:
+        """The service's answer on ``/livez`` or ``/readyz`` (its JSON, with ``status``), or None
+        when nothing answers."""
+        url = f"http://127.0.0.1:{self.health_port}/{probe}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return {"status": response.status, **json.load(response)}
+        except urllib.error.HTTPError as exc:
+            return {"status": exc.code, **json.load(exc)}
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def ready(self) -> bool:
+        answer = self.health("readyz")
+        return answer is not None and answer["status"] == 200
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Until ``/readyz`` answers 200; fails at once if the process died."""
+        deadline = time.monotonic() + timeout_s
+        while not self.ready:
+            if not self.alive:
+                raise RuntimeError(
+                    f"{self.name} exited ({self.proc and self.proc.returncode}); "
+                    f"see {self.log_path}"
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name}: not ready within {timeout_s} s")
+            time.sleep(0.1)
 
     def wait_for_log(self, text: str, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s

@@ -59,4 +59,4 @@ def start_steps(services: Services, **env: str) -> None:
     for name in STEPS:
         services.start(name, wait=False, **env)
     for proc in services.started:
-        proc.wait_for_log("started", timeout_s=120)
+        proc.wait_ready(120)

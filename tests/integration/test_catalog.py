@@ -204,7 +204,7 @@ def catalog(services: Services):
             "catalog", services.workdir / f"catalog-{len(started)}.log", {**env, **extra}
         ).start()
         started.append(proc)
-        proc.wait_for_log("step started", timeout_s=120)
+        proc.wait_ready(120)
         return proc
 
     yield services, start

@@ -41,7 +41,7 @@ def run_steps(services: Services) -> None:
     for name in SCIENCE_STEPS:
         services.start(name, wait=False)
     for proc in services.started:
-        proc.wait_for_log("step started")
+        proc.wait_ready()
 
 
 def simulate(services: Services, name: str, days: float, *args: str) -> str:

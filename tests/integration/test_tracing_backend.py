@@ -65,7 +65,7 @@ def run(kafka, zipkin, tmp_path_factory) -> Iterator[Run]:
     sim = svc.cli("simulate", str(h5), "--days", "2", "--sources", "verification", "--seed", seed)
     assert sim.returncode == 0, sim.stderr
     for proc in procs:
-        proc.wait_for_log("step started", 90)
+        proc.wait_ready(90)
     ingest = svc.cli("ingest", str(h5))
     assert ingest.returncode == 0, ingest.stderr
     estimates = wait_until(

@@ -201,7 +201,7 @@ def test_check_lists_drifted_files_and_write_repairs_them(
     (tmp_path / "README.md").write_text("not generated, left alone\n")
     result = cli("--check")
     assert result.returncode == 1
-    assert "lisa.toy.number.v1.json (changed)" in result.stdout
+    assert "lisa.catalog.source.v1.json (changed)" in result.stdout
     assert "lisa.retired.v1.json (stale)" in result.stdout
     assert f"{schemagen.ASYNCAPI_FILE} (missing)" in result.stdout
     assert "README.md" not in result.stdout

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from lisa_choreo.paths import home
+from choreo.settings import home
 
 
 class StackError(RuntimeError):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from choreo.settings import home
 from lisa_choreo.localstack.brokers import (
     StackError,
     _require,
@@ -30,7 +31,6 @@ from lisa_choreo.localstack.brokers import (
     spawn_detached,
     stop_managed,
 )
-from lisa_choreo.paths import home
 
 DEFAULT_URL = "http://127.0.0.1:9411"
 EXPORTER = "zipkin_json"  # entry point of opentelemetry-exporter-zipkin-json
