@@ -6,7 +6,6 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
-COPY deploy ./deploy
 RUN pip install --no-cache-dir . && useradd --system --home /var/lib/lisa-choreo lisa \
     && mkdir -p /var/lib/lisa-choreo && chown lisa /var/lib/lisa-choreo
 USER lisa

@@ -15,8 +15,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from bench.data import Dataset
 
 STEPS = ("ingest", "condition", "gb-search", "estimate", "catalog")
@@ -55,10 +53,10 @@ def run_in_process(data: Dataset, store_uri: str, products_dir: Path) -> InProce
     from choreo.store import Store
     from lisa_services.catalog.products import write_products
     from lisa_services.catalog.settings import CatalogSettings
-    from lisa_services.catalog.state import GridStack, decode_state, grid_key, to_estimate
-    from lisa_services.condition import step as condition_step
-    from lisa_services.estimate import step as estimate_step
-    from lisa_services.gb_search import step as search_step
+    from lisa_services.catalog.state import decode_state, grid_key, stack_segment
+    from lisa_services.condition import service as condition_step
+    from lisa_services.estimate import service as estimate_step
+    from lisa_services.gb_search import service as search_step
     from lisa_services.ingest.files import plan_file
     from lisa_services.ingest.publish import _segment_event
 
@@ -85,21 +83,12 @@ def run_in_process(data: Dataset, store_uri: str, products_dir: Path) -> InProce
         t3 = time.perf_counter()
         (estimates,) = estimate_step.estimate(Envelope.root(candidates.data, source="gb-search"))
         t4 = time.perf_counter()
-        # the catalogue, as Catalog._stacked + Catalog._persist do it, minus the broker
+        # the catalogue: its broker-free core, then what Catalog._persist does, minus the broker
         est = estimates.data
         key = grid_key(est)
         stack = decode_state(table.get(key))
         arrays = store.get(est.statistic, ["f", "stat"])
-        f = np.asarray(arrays["f"], dtype=np.float64)
-        stat = np.asarray(arrays["stat"], dtype=np.float64)
-        if stack is None:
-            stack = GridStack.new(f, est.n_independent_bins)
-        else:
-            stack.check_grid(f, est.n_independent_bins)
-        segment_id = est.timing.segment_id
-        stack = stack.add(
-            segment_id, stat, [to_estimate(segment_id, e) for e in est.estimates], None, 128
-        ).promote(catalog.fap, catalog.merge_bins)
+        stack = stack_segment(stack, est, arrays["f"], arrays["stat"], None, catalog)
         changed = stack.changed(catalog.association_bins)
         for body in changed:  # what publishing serialises
             body.model_dump_json()

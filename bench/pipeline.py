@@ -2,8 +2,8 @@
 each its own process, on the real broker.
 
 Ingest runs in this process through ``lisa_services.ingest.publish.publish_file`` (what the
-ingest CLI and service call), so its start and its commit are timed exactly; a segment is done when the
-catalogue logs it stacked (after its source updates are acknowledged and its table value is
+ingest CLI and service call), so its start and its commit are timed exactly; a segment is done
+when the catalogue logs it stacked (after its source updates are acknowledged and its table value is
 written).
 """
 

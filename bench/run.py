@@ -12,8 +12,8 @@ Sections (keys of the JSON report):
   dataset grows.
 
 The broker is ``LISA_KAFKA_BOOTSTRAP_SERVERS`` (started with ``lisa_choreo.localstack.brokers`` on
-that port when nothing answers, stopped at the end); Zipkin is ``--zipkin-url`` (``LISA_ZIPKIN_URL``),
-started likewise. Every case runs on its own topic prefix, so a shared broker is not disturbed.
+that port when nothing answers, stopped at the end); Zipkin is ``--zipkin-url``
+(``LISA_ZIPKIN_URL``), started likewise. Every case runs on its own topic prefix, so a shared broker is not disturbed.
 """
 
 from __future__ import annotations

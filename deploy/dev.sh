@@ -23,7 +23,7 @@ if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt .venv/.installed ]; then
     PY="$(find_python)"
     "$PY" -m venv .venv
     .venv/bin/pip install --quiet --upgrade pip
-    .venv/bin/pip install --quiet -e ".[dev,sim,bench]"
+    .venv/bin/pip install --quiet -e ".[dev,bench]"
     touch .venv/.installed
 fi
 

@@ -55,7 +55,7 @@ from lisa_pipeline.events import CatalogSource, SourceEstimates
 from lisa_pipeline.topics import CATALOG, SOURCES_ESTIMATES
 from lisa_services.catalog.products import write_products
 from lisa_services.catalog.settings import CatalogSettings
-from lisa_services.catalog.state import GridStack, decode_state, grid_key, to_estimate
+from lisa_services.catalog.state import GridStack, decode_state, grid_key, stack_segment
 
 SERVICE = "catalog"
 
@@ -252,8 +252,6 @@ class Catalog:
                 envelope = codec.decode(message.key, message.value, message.headers, _TYPES)
                 tracing.describe_event(span, envelope)
                 key = grid_key(envelope.data)
-                if envelope.data.n_independent_bins < 1:
-                    raise PermanentError("bad-statistic", "n_independent_bins must be >= 1")
             except PermanentError as exc:
                 await self._dead_letter(message, exc, span)
                 return
@@ -307,19 +305,9 @@ class Catalog:
             log.info("segment already counted, ignored", segment_id=segment_id, grid=key)
             return None
         arrays = await self._load(data.statistic)
-        f = np.asarray(arrays["f"], dtype=np.float64)
-        stat = np.asarray(arrays["stat"], dtype=np.float64)
-        if f.ndim != 1 or stat.shape != f.shape or f.size < 2:
-            raise PermanentError("bad-statistic", f"f {f.shape} and stat {stat.shape} unusable")
-        if stack is None:
-            stack = GridStack.new(f, data.n_independent_bins)
-        else:
-            stack.check_grid(f, data.n_independent_bins)
-        estimates = [to_estimate(segment_id, e) for e in data.estimates]
-        stack = stack.add(
-            segment_id, stat, estimates, current_traceparent(), self.settings.max_links
+        return stack_segment(
+            stack, data, arrays["f"], arrays["stat"], current_traceparent(), self.settings
         )
-        return stack.promote(self.settings.fap, self.settings.merge_bins)
 
     async def _persist(
         self, key: str, stack: GridStack, envelope: Envelope[Any], span: trace.Span

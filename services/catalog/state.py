@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from choreo.errors import PermanentError
 from lisa_pipeline.events import CatalogSource, SourceEstimate, SourceEstimates
 from lisa_science.cataloguing import Estimate, promote, summarise
+from lisa_services.catalog.settings import CatalogSettings
 
 STATE_VERSION = 1
 
@@ -207,3 +208,30 @@ def decode_state(value: Any) -> GridStack | None:
     if isinstance(value, bytes | str):
         value = json.loads(value)
     return GridStack.from_json(value)
+
+
+def stack_segment(
+    stack: GridStack | None,
+    event: SourceEstimates,
+    f: NDArray[np.float64],
+    stat: NDArray[np.float64],
+    traceparent: str | None,
+    settings: CatalogSettings,
+) -> GridStack:
+    """The catalogue's one job, without a broker: the grid's state with this segment's statistic
+    and estimates added and the sources promoted. ``stack`` is None for a grid's first segment;
+    a statistic on another grid, or unusable, is a ``PermanentError``."""
+    f = np.asarray(f, dtype=np.float64)
+    stat = np.asarray(stat, dtype=np.float64)
+    if f.ndim != 1 or stat.shape != f.shape or f.size < 2:
+        raise PermanentError("bad-statistic", f"f {f.shape} and stat {stat.shape} unusable")
+    if event.n_independent_bins < 1:
+        raise PermanentError("bad-statistic", "n_independent_bins must be >= 1")
+    if stack is None:
+        stack = GridStack.new(f, event.n_independent_bins)
+    else:
+        stack.check_grid(f, event.n_independent_bins)
+    segment_id = event.timing.segment_id
+    estimates = [to_estimate(segment_id, e) for e in event.estimates]
+    stack = stack.add(segment_id, stat, estimates, traceparent, settings.max_links)
+    return stack.promote(settings.fap, settings.merge_bins)

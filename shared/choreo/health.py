@@ -15,6 +15,7 @@ aiohttp serves them on the service's own loop: it is already installed as faust'
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -42,8 +43,14 @@ class HealthSettings(BaseSettings):
 class Health:
     """A service's health, set by its loop and served over HTTP."""
 
-    def __init__(self, service: str, settings: HealthSettings | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        settings: HealthSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.service = service
+        self._clock = clock
         self.settings = settings or HealthSettings()
         self.ready = False
         self.details: dict[str, Any] = {}
@@ -59,16 +66,16 @@ class Health:
 
     def beat(self) -> None:
         """The loop made progress (a poll returned, a scan finished)."""
-        self._last_beat = time.monotonic()
+        self._last_beat = self._clock()
 
     @property
     def live(self) -> bool:
         if self._last_beat is None:
             return True
-        return time.monotonic() - self._last_beat < self.settings.stall_s
+        return self._clock() - self._last_beat < self.settings.stall_s
 
     def snapshot(self) -> dict[str, Any]:
-        since = None if self._last_beat is None else time.monotonic() - self._last_beat
+        since = None if self._last_beat is None else self._clock() - self._last_beat
         return {
             "service": self.service,
             "ready": self.ready,

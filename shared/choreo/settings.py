@@ -88,5 +88,35 @@ class StepSettings(BaseSettings):
     retry_backoff_s: float = Field(0.5, gt=0, description="first backoff; doubles, with jitter")
     retry_backoff_max_s: float = Field(15.0, gt=0)
     linger_ms: int = Field(0, ge=0, description="producer batching delay; 0 = lowest latency")
-    session_timeout_ms: int = 30_000
+    static_membership: bool = Field(
+        True,
+        description="join the group as a static member (KIP-345, group.instance.id): a replica "
+        "restarted with the same instance id takes its partitions back at once, without a "
+        "rebalance; a clean stop (SIGTERM) still hands them over at once (explicit LeaveGroup)",
+    )
+    instance_id: str | None = Field(
+        None,
+        description="group.instance.id; unique among the group's live members and stable across "
+        "restarts of one replica (in Kubernetes: the pod name, which is the hostname). Default "
+        "<step>-<hostname>-<replica>",
+    )
+    replica: int | None = Field(
+        None,
+        ge=0,
+        description="replica index in the default instance id; default: the lowest index no "
+        "live process of the same group holds on this host (a lock file under "
+        "$LISA_CHOREO_HOME/instances), so a restarted replica takes its predecessor's",
+    )
+    session_timeout_ms: int = Field(
+        10_000,
+        ge=6_000,
+        description="a member not heard of for this long is removed and its partitions move: "
+        "the bound on recovery when a dead replica is not restarted",
+    )
+    heartbeat_interval_ms: int = Field(
+        1_000,
+        ge=100,
+        description="heartbeat period; also how soon the other replicas learn of a rebalance "
+        "(a SIGTERMed replica's hand-over)",
+    )
     max_poll_interval_ms: int = 300_000

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 _children: list[ServiceProcess] = []
@@ -109,25 +110,19 @@ class ServiceProcess:
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         """Until ``/readyz`` answers 200; fails at once if the process died."""
-        deadline = time.monotonic() + timeout_s
-        while not self.ready:
-            if not self.alive:
-                raise RuntimeError(
-                    f"{self.name} exited ({self.proc and self.proc.returncode}); "
-                    f"see {self.log_path}"
-                )
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name}: not ready within {timeout_s} s")
-            time.sleep(0.1)
+        self._wait(lambda: self.ready, "not ready", timeout_s)
 
     def wait_for_log(self, text: str, timeout_s: float = 60.0) -> None:
+        self._wait(lambda: self.log_contains(text), f"{text!r} not logged", timeout_s)
+
+    def _wait(self, condition: Callable[[], bool], failure: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        while not self.log_contains(text):
+        while not condition():
             if not self.alive:
                 raise RuntimeError(
                     f"{self.name} exited ({self.proc and self.proc.returncode}); "
                     f"see {self.log_path}"
                 )
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name}: {text!r} not logged within {timeout_s} s")
+                raise TimeoutError(f"{self.name}: {failure} within {timeout_s} s")
             time.sleep(0.1)
