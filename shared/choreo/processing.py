@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
+from aiokafka.errors import KafkaError
 from opentelemetry import trace
 
 from choreo import codec, tracing
 from choreo.deadletter import DeadLetters, Failure, mark_failed
-from choreo.errors import PermanentError, TransientError
+from choreo.errors import DecodeError, PermanentError, TransientError
 from choreo.events import Emit, Envelope, Event
 from choreo.metrics import StepMetrics
 from choreo.publisher import Publisher
@@ -103,9 +104,10 @@ class RecordProcessor:
             self.group,
         ) as span:
             try:
-                envelope = codec.decode(
-                    record.key, record.value, record.headers, self.types[record.topic]
-                )
+                types = self.types.get(record.topic)
+                if types is None:
+                    raise DecodeError("unknown-topic", f"{self.step.name} does not consume it")
+                envelope = codec.decode(record.key, record.value, record.headers, types)
                 tracing.describe_event(span, envelope)
                 structlog.contextvars.bind_contextvars(event_id=envelope.id)
                 handled = await retry(
@@ -128,6 +130,12 @@ class RecordProcessor:
                 ]
             except PermanentError as exc:
                 return [await self._dead_letter(record, exc, dead_letters, span)]
+            except KafkaError:
+                raise  # the broker, not the input: the runner replays the batch
+            except Exception as exc:  # last resort: no input may stop the step or block it
+                log.exception("unexpected failure on an input")
+                error = PermanentError("internal-error", f"{type(exc).__name__}: {exc}")
+                return [await self._dead_letter(record, error, dead_letters, span)]
             finally:
                 structlog.contextvars.unbind_contextvars("event_id")
 
@@ -138,13 +146,17 @@ class RecordProcessor:
                 result = await handle(envelope)
             else:
                 # A worker thread keeps the loop free for heartbeats; it inherits the span context.
-                result = await asyncio.to_thread(lambda: list(handle(envelope) or ()))
+                # A callable that turns out to be async (an object with an async __call__, a
+                # wrapped coroutine function) hands back an awaitable: await it on the loop.
+                result = await asyncio.to_thread(handle, envelope)
+                if inspect.isawaitable(result):
+                    result = await result
+            emits = list(result or ())
         except (PermanentError, TransientError):
             raise
         except Exception as exc:  # a handler bug or a kernel domain error: retrying won't help
             log.exception("handler failed")
             raise PermanentError("handler-error", f"{type(exc).__name__}: {exc}") from exc
-        emits = list(result or ())
         for emit in emits:
             if not self.step.may_emit(emit.topic, emit.data):
                 raise PermanentError(

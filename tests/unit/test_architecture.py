@@ -40,7 +40,10 @@ def test_the_import_contracts_hold() -> None:
     ("module", "upward"),
     [
         ("choreo/events.py", "import lisa_pipeline.topics"),  # runtime -> contract
-        ("lisa_pipeline/topics.py", "import lisa_services.condition.service"),  # contract -> service
+        (
+            "lisa_pipeline/topics.py",
+            "import lisa_services.condition.service",
+        ),  # contract -> service
         ("lisa_services/estimate/service.py", "import lisa_services.gb_search.service"),  # sideways
         ("lisa_services/ingest/files.py", "import lisa_choreo.registry"),  # service -> tools
         ("lisa_science/psd.py", "import aiokafka"),  # kernel -> Kafka
@@ -64,7 +67,11 @@ def test_no_service_or_contract_module_names_the_tools() -> None:
     pattern = re.compile(r"^\s*(from|import)\s+lisa_choreo\b", re.M)
     offenders = [
         str(path.relative_to(ROOT))
-        for folder in (ROOT / "services", ROOT / "shared" / "lisa_pipeline", ROOT / "shared" / "choreo")
+        for folder in (
+            ROOT / "services",
+            ROOT / "shared" / "lisa_pipeline",
+            ROOT / "shared" / "choreo",
+        )
         for path in folder.rglob("*.py")
         if pattern.search(path.read_text())
     ]
