@@ -10,7 +10,6 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from choreo.store import ArrayRef, Store
 from lisa_pipeline.events import CatalogSource
@@ -37,11 +36,12 @@ def write_products(
 ) -> ArrayRef:
     """Write catalog.csv and catalog.h5 into ``directory``; return the stored HDF5's reference."""
     ordered = sorted(sources, key=lambda s: (s.frequency_hz, s.source_id))
-    ref = (store or Store()).put(
+    store = store or Store()
+    ref = store.put(
         arrays(ordered), attrs={"n_sources": len(ordered), "columns": ",".join(COLUMNS)}
     )
     text = csv_text(ordered).encode()
     _replace_atomically(directory, "catalog.csv", lambda fh: fh.write(text))
-    with open(unquote(urlparse(ref.uri).path), "rb") as src:  # the file:// store's file
+    with open(store.path_of(ref), "rb") as src:  # the file:// store's file
         _replace_atomically(directory, "catalog.h5", lambda fh: shutil.copyfileobj(src, fh))
     return ref

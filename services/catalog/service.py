@@ -49,6 +49,7 @@ from choreo.logs import configure_logging
 from choreo.processing import failure_of, retry_policy
 from choreo.publisher import Publisher, default_client_id, make_producer
 from choreo.retry import retry
+from choreo.runner import instance_id, leave_group
 from choreo.settings import KafkaSettings, StepSettings
 from choreo.store import ArrayRef, Store
 from lisa_pipeline.events import CatalogSource, SourceEstimates
@@ -161,6 +162,9 @@ class Catalog:
         data_dir = self.settings.data_path(self.app_id)
         data_dir.mkdir(parents=True, exist_ok=True)
         session = self.settings.session_timeout_s
+        # static membership (faust passes consumer_group_instance_id to its aiokafka consumer);
+        # the worker leaves the group explicitly once its consumer has stopped (``_Worker``)
+        self.instance_id = instance_id(SERVICE, self.app_id, self.step_settings)
         self.app = faust.App(
             self.app_id,
             **self.kafka.faust_broker_options(),
@@ -168,8 +172,9 @@ class Catalog:
             datadir=str(data_dir),
             topic_partitions=self.settings.partitions,
             topic_replication_factor=self.settings.replication,
+            consumer_group_instance_id=self.instance_id,
             broker_session_timeout=session,
-            broker_heartbeat_interval=min(3.0, session / 4),
+            broker_heartbeat_interval=min(self.settings.heartbeat_interval_s, session / 3),
             broker_commit_interval=self.settings.commit_interval_s,
             consumer_auto_offset_reset="earliest",
             key_serializer="raw",
@@ -197,6 +202,7 @@ class Catalog:
         self.app.agent(self.by_grid, name=f"{self.app_id}.stack")(self._stack)
         self.app.on_before_shutdown.connect(self._close)
         self.health = Health(SERVICE)
+        self.health.details["instance_id"] = self.instance_id
         self._outputs_lock = asyncio.Lock()
         self._producer: Any = None
         self._publisher: Publisher | None = None
@@ -228,6 +234,7 @@ class Catalog:
             step=SERVICE,
             topics=[self.source_topic.get_topic_name(), self.by_grid.get_topic_name()],
             recovered_segments=grids,
+            instance_id=self.instance_id,
         )
 
     async def _close(self, *_: Any, **__: Any) -> None:
@@ -428,6 +435,14 @@ class _Worker(faust.Worker):
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         await self._catalog.started()
+
+    async def on_shutdown(self) -> None:
+        """The app, its consumer included, has stopped and committed: a static member sends no
+        LeaveGroup on close, so leave now and let another replica take the partitions at once."""
+        await super().on_shutdown()
+        catalog = self._catalog
+        if catalog.instance_id is not None:
+            await leave_group(catalog.kafka, catalog.app_id, catalog.instance_id)
 
 
 def main() -> int:

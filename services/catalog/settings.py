@@ -45,7 +45,13 @@ class CatalogSettings(BaseSettings):
     )
     replication: int = Field(1, ge=1, description="replication of the topics faust creates")
     session_timeout_s: float = Field(
-        30.0, ge=6.0, description="a killed worker's partitions move after this long"
+        10.0,
+        ge=6.0,
+        description="a killed worker that is not restarted keeps its partitions this long (a "
+        "restarted one takes them back at once: static membership, LISA_STEP_INSTANCE_ID)",
+    )
+    heartbeat_interval_s: float = Field(
+        0.5, gt=0, description="heartbeat period: how soon a rebalance (a hand-over) is noticed"
     )
     commit_interval_s: float = Field(1.0, gt=0, description="how often input offsets commit")
     data_dir: Path | None = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -18,9 +19,23 @@ def _add_trace_ids(_logger: object, _name: str, event: dict) -> dict:
     return event
 
 
+def _line_buffered() -> None:
+    """Every line reaches the OS as soon as it is complete, whatever stdout and stderr are (a
+    terminal, a file, a pipe): a process SIGKILLed a moment later loses none of its lines. Python
+    block-buffers stdout to a file or a pipe, which would keep the last lines of a killed process
+    (anything printed, a library writing to stdout) in its memory."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):  # closed or exotic: leave it be
+                reconfigure(line_buffering=True)
+
+
 def configure_logging(service: str, level: str | None = None) -> None:
-    """JSON lines on stderr for our logs and for libraries' stdlib logging (aiokafka's)."""
+    """JSON lines on stderr for our logs and for libraries' stdlib logging (aiokafka's), each
+    line flushed as it is written (see ``_line_buffered``)."""
     level_name = (level or os.environ.get("LISA_LOG_LEVEL", "INFO")).upper()
+    _line_buffered()
     shared = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -37,7 +52,7 @@ def configure_logging(service: str, level: str | None = None) -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)  # flushes after every record
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,

@@ -10,19 +10,35 @@ The loop, in one sitting:
 
 A crash between 3 and 4 redelivers the batch; outputs carry deterministic ids, so the repeats are
 recognisable. SIGTERM/SIGINT stop fetching; the batch in hand finishes and is committed.
+
+Group membership is static (KIP-345): each replica joins with a ``group.instance.id`` that
+survives its restarts (``instance_id``), so a SIGKILLed replica started again takes its partitions
+back at once, without a rebalance and without waiting out the session timeout. A static member's
+normal close sends no LeaveGroup (KIP-345's semantics), so after the final commit the runner
+removes itself explicitly (``leave_group``: LeaveGroup v3 naming its instance id) and the other
+replicas take its partitions at their next heartbeat.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import itertools
+import os
+import re
 import signal
+import socket
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.client import AIOKafkaClient, CoordinationType
+from aiokafka.errors import CommitFailedError, KafkaError, for_code
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
 from opentelemetry import trace
 
 from choreo import tracing
@@ -32,11 +48,126 @@ from choreo.logs import configure_logging
 from choreo.metrics import StepMetrics, configure_metrics
 from choreo.processing import RecordProcessor
 from choreo.publisher import Publisher, default_client_id, make_producer
-from choreo.settings import KafkaSettings, StepSettings
+from choreo.settings import KafkaSettings, StepSettings, home
 from choreo.step import Step
 
 log = structlog.get_logger(__name__)
 _tracer = trace.get_tracer("choreo")
+_claims: list[int] = []  # lock files of the instance ids this process holds, open until exit
+
+
+def instance_id(step_name: str, group: str, settings: StepSettings) -> str | None:
+    """This process's ``group.instance.id`` (None: dynamic membership).
+
+    ``LISA_STEP_INSTANCE_ID`` as given, else ``<step>-<hostname>-<replica>``: the replica index is
+    ``LISA_STEP_REPLICA`` or, unset, the lowest index whose lock file (per group, under
+    ``$LISA_CHOREO_HOME/instances``) no live process holds. The kernel drops the lock of a killed
+    process, so its replacement gets the same id; two replicas on one host never share one (a
+    shared id would make them fence each other in turn)."""
+    if not settings.static_membership:
+        return None
+    if settings.instance_id:
+        return settings.instance_id
+    base = f"{step_name}-{socket.gethostname()}"
+    if settings.replica is not None:
+        return f"{base}-{settings.replica}"
+    folder = home() / "instances"
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", group)
+    for index in itertools.count():
+        fd = os.open(folder / f"{safe}.{index}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _claims.append(fd)
+        return f"{base}-{index}"
+    raise AssertionError("unreachable")
+
+
+# LeaveGroup v3 (KIP-345): members named by member id and group.instance.id. aiokafka 0.14 has
+# only v0-v1 (member id alone) and sends none for a static member, which is what KIP-345 wants
+# of a member that is about to come back; one that stops for good must say so itself.
+class _LeaveGroupResponse_v3(Response):
+    API_KEY = 13
+    API_VERSION = 3
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        ("error_code", Int16),
+        (
+            "members",
+            Array(
+                ("member_id", String("utf-8")),
+                ("group_instance_id", String("utf-8")),
+                ("error_code", Int16),
+            ),
+        ),
+    )
+
+
+class _LeaveGroupRequest_v3(RequestStruct):
+    API_KEY = 13
+    API_VERSION = 3
+    RESPONSE_TYPE = _LeaveGroupResponse_v3
+    SCHEMA = Schema(
+        ("group", String("utf-8")),
+        ("members", Array(("member_id", String("utf-8")), ("group_instance_id", String("utf-8")))),
+    )
+
+
+class StaticLeaveGroupRequest(Request[_LeaveGroupRequest_v3]):
+    API_KEY = 13
+
+    def __init__(self, group: str, members: list[tuple[str, str]]) -> None:
+        self._group = group
+        self._members = members
+
+    def build(self, request_struct_class: type[_LeaveGroupRequest_v3]) -> _LeaveGroupRequest_v3:
+        return request_struct_class(self._group, self._members)
+
+
+async def leave_group(
+    kafka: KafkaSettings, group: str, instance: str, member_id: str = "", timeout_s: float = 5.0
+) -> bool:
+    """Remove the static member ``instance`` from ``group`` now (the admin operation Kafka's Java
+    client calls ``removeMembersFromConsumerGroup``), so that the others take its partitions at
+    their next heartbeat instead of after the session timeout. Call it once the member's consumer
+    is stopped (it commits nothing and heartbeats no more). ``member_id``, when known, makes the
+    broker refuse (FENCED_INSTANCE_ID) if another process has taken the instance id since."""
+    t0 = time.monotonic()
+    client = AIOKafkaClient(
+        **kafka.client_options(), client_id=f"{instance}-leave", request_timeout_ms=3000
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            await client.bootstrap()
+            node = await client.coordinator_lookup(CoordinationType.GROUP, group)
+            response = await client.send(
+                node, StaticLeaveGroupRequest(group, [(member_id, instance)])
+            )
+    except (KafkaError, OSError, TimeoutError) as exc:
+        log.warning(
+            "could not leave the group: its partitions move after the session timeout",
+            group=group,
+            instance_id=instance,
+            error=repr(exc),
+        )
+        return False
+    finally:
+        await client.close()
+    codes = [response.error_code] + [code for _, _, code in response.members]
+    errors = [for_code(code).__name__ for code in codes if code]
+    if errors:
+        log.warning("leave group refused", group=group, instance_id=instance, errors=errors)
+        return False
+    log.info(
+        "left the group",
+        group=group,
+        instance_id=instance,
+        ms=round(1e3 * (time.monotonic() - t0), 1),
+    )
+    return True
 
 
 class _CommitBeforeRevoke(ConsumerRebalanceListener):
@@ -95,16 +226,20 @@ class StepRunner:
 
     async def run(self) -> None:
         client_id = self.settings.client_id or default_client_id(self.step.name)
+        instance = instance_id(self.step.name, self.processor.group, self.settings)
+        self.health.details["instance_id"] = instance
 
         def make_consumer() -> AIOKafkaConsumer:
             consumer = AIOKafkaConsumer(
                 **self.kafka.client_options(),
                 client_id=client_id,
                 group_id=self.processor.group,
+                group_instance_id=instance,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 isolation_level="read_committed",
                 session_timeout_ms=self.settings.session_timeout_ms,
+                heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
                 max_poll_interval_ms=self.settings.max_poll_interval_ms,
             )
             consumer.subscribe(self.processor.topics, listener=_CommitBeforeRevoke(self._lock))
@@ -121,11 +256,14 @@ class StepRunner:
             return
         self._consumer = consumer
         try:
-            log.info("step started", step=self.step.name, topics=sorted(self.processor.topics))
+            log.info(
+                "step started",
+                step=self.step.name,
+                topics=sorted(self.processor.topics),
+                instance_id=instance,
+            )
             while not self._stopping.is_set():
-                batch = await consumer.getmany(
-                    timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_batch
-                )
+                batch = await self._fetch(consumer)
                 self.health.beat()
                 self.health.set_ready(True, partitions=len(consumer.assignment()))
                 if not batch:
@@ -157,9 +295,34 @@ class StepRunner:
         finally:
             log.info("step stopping", step=self.step.name, processed=self.processed)
             self.health.set_ready(False)
-            await consumer.stop()
+            coordinator = getattr(consumer, "_coordinator", None)
+            member_id = getattr(coordinator, "member_id", "") or ""  # reset by stop()
+            await consumer.stop()  # the last batch is committed; no heartbeat from here on
+            if instance is not None:
+                await leave_group(self.kafka, self.processor.group, instance, member_id)
             if producer is not None:
                 await producer.stop()
+
+    async def _fetch(
+        self, consumer: AIOKafkaConsumer
+    ) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """``getmany``, cut short by SIGTERM so that the hand-over does not wait out the poll.
+        Cancelling it loses nothing: aiokafka drains records only after its last await."""
+        fetch = asyncio.ensure_future(
+            consumer.getmany(
+                timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_batch
+            )
+        )
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not fetch.done():
+            fetch.cancel()
+            await asyncio.wait({fetch})
+            return {}
+        return fetch.result()
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake up at once on SIGTERM."""

@@ -29,6 +29,10 @@ class KafkaSettings(BaseSettings):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    # The password in a file (mode 0600) instead: the secret stays out of the environment, so
+    # `env`, /proc/<pid>/environ and a printed `stack env` show only where it is. A value in
+    # LISA_KAFKA_SASL_PASSWORD wins over the file.
+    sasl_password_file: Path | None = None
     ssl_cafile: str | None = None
     # A prefix on every topic name lets several deployments (or test runs) share one cluster.
     topic_prefix: str = ""
@@ -46,10 +50,17 @@ class KafkaSettings(BaseSettings):
         if self.sasl_mechanism:
             options["sasl_mechanism"] = self.sasl_mechanism
             options["sasl_plain_username"] = self.sasl_username
-            options["sasl_plain_password"] = (
-                self.sasl_password.get_secret_value() if self.sasl_password else None
-            )
+            options["sasl_plain_password"] = self.password()
         return options
+
+    def password(self) -> str | None:
+        """The SASL password: ``sasl_password``, else the content of ``sasl_password_file``
+        (read at each client's creation, so a rotated file is picked up by the next client)."""
+        if self.sasl_password is not None:
+            return self.sasl_password.get_secret_value()
+        if self.sasl_password_file is not None:
+            return self.sasl_password_file.read_text().strip()
+        return None
 
     def faust_broker_options(self) -> dict[str, Any]:
         """The same connection for a faust app (its clients are aiokafka's too)."""
@@ -60,7 +71,7 @@ class KafkaSettings(BaseSettings):
         if self.security_protocol.startswith("SASL"):
             credentials = faust.SASLCredentials(
                 username=self.sasl_username,
-                password=self.sasl_password.get_secret_value() if self.sasl_password else None,
+                password=self.password(),
                 ssl_context=ssl_context,
                 mechanism=self.sasl_mechanism,
             )
@@ -114,7 +125,7 @@ class StepSettings(BaseSettings):
         "the bound on recovery when a dead replica is not restarted",
     )
     heartbeat_interval_ms: int = Field(
-        1_000,
+        500,
         ge=100,
         description="heartbeat period; also how soon the other replicas learn of a rebalance "
         "(a SIGTERMed replica's hand-over)",

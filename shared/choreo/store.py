@@ -4,6 +4,13 @@ partial file; readers verify the checksum before use.
 
 Only ``file://`` roots for now (``LISA_STORE_URI``); an S3-compatible backend slots in behind the
 same two calls.
+
+A reference is hostile input (it comes in a Kafka record): ``Store.get`` resolves it only to the
+file its SHA-256 names inside the configured root. Any other URI (another scheme, a host part,
+``..``, a query, another folder), a symlink or a non-regular file is refused with a reason before
+a byte is read; the size must equal ``size_bytes`` and stay under ``LISA_STORE_MAX_BYTES`` before
+anything is hashed; the datasets' shapes and types are checked against the reference before they
+are read (no decompression bomb). Error texts name the reference, never a file outside the store.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import errno
 import hashlib
 import io
 import os
+import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +34,8 @@ from choreo.errors import PermanentError, TransientError
 from choreo.settings import home
 
 _CHUNK = 1 << 20
+DEFAULT_MAX_BYTES = 1 << 30  # a year of 3 channels at 5 s is ~150 MB
+READABLE_DTYPES = frozenset({"float64", "float32", "int64", "int32", "uint8", "bool"})
 
 
 class ArrayRef(BaseModel):
@@ -37,6 +47,9 @@ class ArrayRef(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the file's bytes")
     size_bytes: int = Field(ge=0)
     shapes: dict[str, list[int]] = Field(description="dataset name -> shape")
+    dtypes: dict[str, str] | None = Field(
+        None, description="dataset name -> numpy dtype (checked before reading when present)"
+    )
 
 
 class ChecksumMismatch(PermanentError):
@@ -68,9 +81,71 @@ def _path_of(uri: str) -> Path:
     return Path(unquote(parsed.path))
 
 
+def _max_bytes() -> int:
+    return int(os.environ.get("LISA_STORE_MAX_BYTES", DEFAULT_MAX_BYTES))
+
+
+class OutsideStore(PermanentError):
+    """A reference that does not name a product of this store."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__("outside-store", f"reference refused: {why}")
+
+
 class Store:
-    def __init__(self, root_uri: str | None = None) -> None:
+    def __init__(self, root_uri: str | None = None, max_bytes: int | None = None) -> None:
         self.root = _path_of(root_uri or _default_root())
+        self.max_bytes = max_bytes if max_bytes is not None else _max_bytes()
+
+    def path_of(self, ref: ArrayRef) -> Path:
+        """The only file ``ref`` may name: ``<root>/<sha[:2]>/<sha>.h5``. Anything else is an
+        ``OutsideStore`` error (nothing is touched on disk)."""
+        parsed = urlparse(ref.uri)
+        if parsed.scheme != "file":
+            raise OutsideStore(f"scheme {parsed.scheme[:16]!r} is not this store's (file)")
+        if parsed.netloc not in ("", "localhost"):
+            raise OutsideStore("a host part in a file URI")
+        if parsed.query or parsed.fragment or parsed.params:
+            raise OutsideStore("a query or fragment in a file URI")
+        expected = self.root / ref.sha256[:2] / f"{ref.sha256}.h5"
+        if unquote(parsed.path) != str(expected):
+            raise OutsideStore("the URI is not the file its SHA-256 names in this store")
+        return expected
+
+    def _open_checked(self, ref: ArrayRef) -> int:
+        """A descriptor on the product, after refusing symlinks, non-regular files and sizes
+        other than the reference's or over the cap."""
+        if not self.root.is_dir():  # an unmounted volume heals; a bad reference does not
+            raise TransientError(f"store {self.root} unavailable")
+        path = self.path_of(ref)
+        if ref.size_bytes > self.max_bytes:
+            raise PermanentError(
+                "too-large", f"{ref.size_bytes} bytes > the store's cap of {self.max_bytes}"
+            )
+        try:
+            if stat.S_ISLNK(os.lstat(path.parent).st_mode):
+                raise OutsideStore("a symlinked store folder")
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError as exc:
+            if not self.root.exists():
+                raise TransientError(f"store {self.root} unavailable") from exc
+            raise PermanentError("store-missing", f"{ref.uri} does not exist") from exc
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OutsideStore("a symlink in place of a product") from exc
+            if exc.errno in (errno.EIO, errno.ENOTCONN, errno.ESTALE, errno.EAGAIN):
+                raise TransientError(f"cannot read {ref.uri}: {exc}") from exc
+            raise PermanentError("unreadable-file", f"cannot read {ref.uri}: {exc}") from exc
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise OutsideStore("not a regular file")
+        if info.st_size != ref.size_bytes:
+            os.close(fd)
+            raise PermanentError(
+                "size-mismatch", f"{ref.uri}: {info.st_size} bytes != {ref.size_bytes} referenced"
+            )
+        return fd
 
     def put(
         self, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None = None
@@ -101,33 +176,53 @@ class Store:
             sha256=digest,
             size_bytes=final.stat().st_size,
             shapes={k: list(np.shape(v)) for k, v in arrays.items()},
+            dtypes={k: np.asarray(v).dtype.name for k, v in arrays.items()},
         )
 
     def get(self, ref: ArrayRef, names: list[str] | None = None) -> dict[str, np.ndarray]:
-        """Read datasets after checking the file's SHA-256 (bytes are read once, in memory)."""
-        path = _path_of(ref.uri)
+        """Read datasets after the checks above and the file's SHA-256 (read once, in memory)."""
+        fd = self._open_checked(ref)
         try:
-            blob = path.read_bytes()
-        except FileNotFoundError as exc:
-            if not self.root.exists():
-                raise TransientError(f"store {self.root} unavailable") from exc
-            raise PermanentError("store-missing", f"{ref.uri} does not exist") from exc
+            with os.fdopen(fd, "rb") as fh:
+                blob = fh.read(self.max_bytes + 1)
         except OSError as exc:
-            if exc.errno in (errno.EIO, errno.ENOTCONN, errno.ESTALE, errno.EAGAIN):
-                raise TransientError(f"cannot read {ref.uri}: {exc}") from exc
-            raise PermanentError("unreadable-file", f"cannot read {ref.uri}: {exc}") from exc
+            raise TransientError(f"cannot read {ref.uri}: {exc}") from exc
         actual = hashlib.sha256(blob).hexdigest()
         if actual != ref.sha256:
             raise ChecksumMismatch(ref, actual)
+        wanted = names or list(ref.shapes)
+        for name in wanted:
+            if name not in ref.shapes:
+                raise PermanentError(
+                    "missing-dataset", f"{ref.uri}: no dataset {name!r} referenced"
+                )
         try:
             with h5py.File(io.BytesIO(blob), "r") as f:
-                wanted = names or list(f.keys())
-                return {name: f[name][()] for name in wanted}
-        except (OSError, KeyError, ValueError) as exc:
+                return {name: self._read(f, ref, name) for name in wanted}
+        except (OSError, KeyError, ValueError, TypeError) as exc:
             raise PermanentError(
                 "unreadable-file", f"{ref.uri}: not a readable HDF5 product: {exc}"
             ) from exc
 
+    def _read(self, f: h5py.File, ref: ArrayRef, name: str) -> np.ndarray:
+        """One dataset, once its shape and type are the referenced ones and its decompressed
+        size is bounded by the store's cap."""
+        dataset = f[name]
+        if not isinstance(dataset, h5py.Dataset):
+            raise PermanentError("unreadable-file", f"{ref.uri}: {name!r} is not a dataset")
+        if list(dataset.shape) != list(ref.shapes[name]):
+            raise PermanentError(
+                "shape-mismatch", f"{ref.uri}: {name} is {dataset.shape}, not {ref.shapes[name]}"
+            )
+        dtype = dataset.dtype
+        expected = (ref.dtypes or {}).get(name)
+        if dtype.name != expected if expected else dtype.name not in READABLE_DTYPES:
+            raise PermanentError("dtype-mismatch", f"{ref.uri}: {name} has type {dtype}")
+        if dataset.size * dtype.itemsize > self.max_bytes:
+            raise PermanentError("too-large", f"{ref.uri}: {name} would decompress past the cap")
+        return dataset[()]
+
     def get_attrs(self, ref: ArrayRef) -> dict[str, Any]:
-        with h5py.File(_path_of(ref.uri), "r") as f:
+        fd = self._open_checked(ref)
+        with os.fdopen(fd, "rb") as fh, h5py.File(io.BytesIO(fh.read()), "r") as f:
             return dict(f.attrs)

@@ -16,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from choreo.reader import TopicReader, partitions_of
 from choreo.settings import KafkaSettings
 from choreo.topology import DLQ_SUFFIX
+from lisa_choreo.records import Record
 from lisa_choreo.registry import topology
 from lisa_pipeline.topics import SEGMENTS_RAW, SOURCES_ESTIMATES
 
@@ -63,19 +64,12 @@ async def topic_offsets(settings: KafkaSettings, names: list[str]) -> tuple[dict
         await consumer.stop()
 
 
-async def _records(settings: KafkaSettings, name: str) -> list:
+async def _records(settings: KafkaSettings, name: str) -> list[Record]:
     try:
         async with TopicReader(settings, [name]) as reader:
-            return await reader.snapshot()
+            return [Record.of(r, settings.topic_prefix) for r in await reader.snapshot()]
     except LookupError:
         return []
-
-
-def _header(record, name: str) -> str:
-    for k, v in record.headers or ():
-        if k == name:
-            return v.decode(errors="replace")
-    return ""
 
 
 async def build_report(settings: KafkaSettings) -> Report:
@@ -104,7 +98,7 @@ async def build_report(settings: KafkaSettings) -> Report:
             for p in step.produces:
                 if p.topic not in by_source:
                     by_source[p.topic] = Counter(
-                        _header(r, "ce_source") for r in await _records(settings, p.topic)
+                        r.headers.get("ce_source", "") for r in await _records(settings, p.topic)
                     )
                 count.produced += by_source[p.topic][step.name]
             services.append(count)
@@ -112,17 +106,17 @@ async def build_report(settings: KafkaSettings) -> Report:
         await admin.close()
 
     book = SegmentBook()
-    book.raw = {_header(r, "ce_subject") for r in await _records(settings, SEGMENTS_RAW)}
+    book.raw = {r.subject or "" for r in await _records(settings, SEGMENTS_RAW)}
     estimates = await _records(settings, SOURCES_ESTIMATES)
-    book.catalogued = {_header(r, "ce_subject") for r in estimates}
-    ids = Counter(_header(r, "ce_id") for r in estimates)
+    book.catalogued = {r.subject or "" for r in estimates}
+    ids = Counter(r.event_id or "" for r in estimates)
     book.duplicate_deliveries = sum(n - 1 for n in ids.values())
     for name in names:
         if name.endswith(DLQ_SUFFIX):
             for r in await _records(settings, name):
-                book.dead_lettered.add(_header(r, "ce_subject"))
+                book.dead_lettered.add(r.subject or "")
                 for s in services:
-                    if s.name == _header(r, "dlq_service"):
+                    if s.name == r.headers.get("dlq_service", ""):
                         s.dead_lettered += 1
     return Report(topics, services, book)
 

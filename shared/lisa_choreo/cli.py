@@ -59,7 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "run":  # a service configures its own logs, named after it
         configure_logging("lisa-choreo", level="WARNING")
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader gone away shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # `lisa-choreo ... | head -1`: the reader closed the pipe. Exit quietly with the status
+        # of a process killed by SIGPIPE (128 + 13); stdout goes to devnull so that Python's
+        # own flush at exit does not fail again (the Python docs' recipe, "Note on SIGPIPE").
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except StackError as exc:
         print(f"lisa-choreo: {exc}", file=sys.stderr)
         return 2

@@ -1,50 +1,65 @@
 """Dead letters: list them, show one, replay selected ones to their original topic.
 
 Replay is idempotent: a replayed record carries ``lisa_replay_of=<dlq topic>/<partition>/<offset>``
-and a letter already replayed (that header seen on its original topic) is skipped.
+and a letter already replayed (that header seen on its original topic) is skipped. A letter is a
+``lisa_choreo.records.Record``: its key, value and raw headers are what replay sends back.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from datetime import datetime
-
-from aiokafka import ConsumerRecord
+from datetime import UTC, datetime
 
 from choreo.deadletter import DLQ_HEADER_PREFIX
 from choreo.publisher import default_client_id, make_producer
 from choreo.reader import TopicReader
 from choreo.settings import KafkaSettings
 from choreo.topology import DLQ_SUFFIX
+from lisa_choreo.records import Record, decode_headers, printable
 from lisa_choreo.registry import topology
 
 REPLAY_HEADER = "lisa_replay_of"
 
 
+def _utc(when: datetime | None) -> datetime | None:
+    """Naive means UTC, as the runtime writes ``dlq_time`` in UTC."""
+    return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
+
+
 @dataclass(frozen=True)
-class DeadLetter:
-    dlq_topic: str
-    partition: int
-    offset: int
-    record: ConsumerRecord
-    headers: dict[str, str]
+class DeadLetter(Record):
+    """A record of a dead-letter topic: the original record, and ``dlq_*`` headers saying why."""
 
     @property
-    def ref(self) -> str:
-        return f"{self.dlq_topic}/{self.partition}/{self.offset}"
+    def dlq_topic(self) -> str:
+        return self.topic
 
     def get(self, name: str, default: str = "") -> str:
         return self.headers.get(DLQ_HEADER_PREFIX + name, default)
 
     @property
-    def event_id(self) -> str:
-        return self.headers.get("ce_id", "")
+    def failed_at(self) -> datetime | None:
+        """When it was dead-lettered (``dlq_time``); None when absent or not ISO 8601."""
+        try:
+            return _utc(datetime.fromisoformat(self.get("time")))
+        except ValueError:
+            return None
 
     @property
-    def time(self) -> datetime | None:
-        value = self.get("time")
-        return datetime.fromisoformat(value) if value else None
+    def origin(self) -> str | None:
+        """The topic the record failed on (``dlq_topic``); None when absent or not UTF-8."""
+        name = DLQ_HEADER_PREFIX + "topic"
+        if name in self.bad_headers:
+            return None
+        return self.headers.get(name) or None
+
+    @property
+    def problems(self) -> list[str]:
+        problems = super().problems
+        if self.get("time") and self.failed_at is None:
+            problems.append(printable(f"dlq_time {self.get('time')!r} is not an ISO 8601 time"))
+        return problems
 
     def summary(self) -> dict[str, str]:
         return {
@@ -54,9 +69,9 @@ class DeadLetter:
             "service": self.get("service"),
             "reason": self.get("reason"),
             "error": f"{self.get('error_type')}: {self.get('error_message')}",
-            "event_id": self.event_id,
-            "type": self.headers.get("ce_type", ""),
-            "subject": self.headers.get("ce_subject", ""),
+            "event_id": self.event_id or "",
+            "type": self.type or "",
+            "subject": self.subject or "",
             "origin": f"{self.get('topic')}/{self.get('partition')}/{self.get('offset')}",
             "attempts": self.get("attempts"),
         }
@@ -64,10 +79,6 @@ class DeadLetter:
 
 def dlq_topics() -> list[str]:
     return [t.name for t in topology().all_topics() if t.name.endswith(DLQ_SUFFIX)]
-
-
-def _headers(record: ConsumerRecord) -> dict[str, str]:
-    return {k: (v or b"").decode(errors="replace") for k, v in record.headers or ()}
 
 
 async def read_dead_letters(
@@ -80,8 +91,7 @@ async def read_dead_letters(
                 records = await reader.snapshot()
         except LookupError:
             continue
-        for r in records:
-            letters.append(DeadLetter(topic, r.partition, r.offset, r, _headers(r)))
+        letters += [DeadLetter.of(r, settings.topic_prefix) for r in records]
     return sorted(letters, key=lambda d: (d.get("time"), d.ref))
 
 
@@ -92,57 +102,73 @@ def select(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> list[DeadLetter]:
-    """Letters matching every given criterion (``ids``: event ids or dlq refs; ``reason``: glob)."""
+    """Letters matching every given criterion (``ids``: event ids or dlq refs; ``reason``: glob;
+    ``since``/``until``: naive means UTC, and a letter without a readable time matches neither)."""
+    since, until = _utc(since), _utc(until)
     chosen = []
     for d in letters:
         if ids and d.event_id not in ids and d.ref not in ids:
             continue
         if reason and not fnmatch.fnmatch(d.get("reason"), reason):
             continue
-        if since and (d.time is None or d.time < since):
+        when = d.failed_at
+        if since and (when is None or when < since):
             continue
-        if until and (d.time is None or d.time > until):
+        if until and (when is None or when > until):
             continue
         chosen.append(d)
     return chosen
 
 
-async def _already_replayed(settings: KafkaSettings, topics: set[str]) -> set[str]:
+async def _already_replayed(settings: KafkaSettings, topics: set[str]) -> tuple[set[str], set[str]]:
+    """The refs already replayed to these topics, and the topics that do not exist."""
     seen: set[str] = set()
+    missing: set[str] = set()
     for topic in topics:
-        async with TopicReader(settings, [topic]) as reader:
-            for r in await reader.snapshot():
-                for k, v in r.headers or ():
-                    if k == REPLAY_HEADER:
-                        seen.add(v.decode())
-    return seen
+        try:
+            async with TopicReader(settings, [topic]) as reader:
+                records = await reader.snapshot()
+        except LookupError:
+            missing.add(topic)
+            continue
+        for r in records:
+            if replay_of := decode_headers(r.headers)[0].get(REPLAY_HEADER):
+                seen.add(replay_of)
+    return seen, missing
 
 
-async def replay(settings: KafkaSettings, letters: list[DeadLetter]) -> tuple[list[str], list[str]]:
-    """Send each letter's original record back to its topic. Returns (replayed, skipped) refs."""
-    if not letters:
-        return [], []
-    done = await _already_replayed(settings, {d.get("topic") for d in letters})
+async def replay(
+    settings: KafkaSettings, letters: list[DeadLetter]
+) -> tuple[list[str], list[str], list[str]]:
+    """Send each letter's original record (key, value, headers but ``dlq_*``, as bytes) back to
+    its topic. Returns the refs replayed, skipped (already replayed) and refused (nowhere to send
+    it: no readable ``dlq_topic`` header, or no such topic)."""
+    targets = [(d, d.origin) for d in letters]
+    refused = [d.ref for d, origin in targets if origin is None]
+    todo = [(d, origin) for d, origin in targets if origin is not None]
+    if not todo:
+        return [], [], refused
+    done, missing = await _already_replayed(settings, {origin for _, origin in todo})
     producer = make_producer(settings, default_client_id("dlq-replay"))
     await producer.start()
     replayed, skipped, futures = [], [], []
     try:
-        for d in letters:
+        for d, origin in todo:
+            if origin in missing:
+                refused.append(d.ref)
+                continue
             if d.ref in done:
                 skipped.append(d.ref)
                 continue
             headers = [
                 (k, v)
-                for k, v in d.record.headers or ()
+                for k, v in d.raw_headers
                 if not k.startswith(DLQ_HEADER_PREFIX) and k != REPLAY_HEADER
             ]
             headers.append((REPLAY_HEADER, d.ref.encode()))
             futures.append(
                 await producer.send(
-                    settings.topic(d.get("topic")),
-                    value=d.record.value,
-                    key=d.record.key,
-                    headers=headers,
+                    settings.topic(origin), value=d.value, key=d.key, headers=headers
                 )
             )
             replayed.append(d.ref)
@@ -150,4 +176,4 @@ async def replay(settings: KafkaSettings, letters: list[DeadLetter]) -> tuple[li
             await fut
     finally:
         await producer.stop()
-    return replayed, skipped
+    return replayed, skipped, refused

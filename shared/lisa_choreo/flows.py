@@ -32,6 +32,7 @@ from choreo.settings import KafkaSettings
 from choreo.topology import dead_letter_topic
 from lisa_choreo import traceview
 from lisa_choreo.localstack.tracing_ui import backend_url, query
+from lisa_choreo.records import Record, printable
 from lisa_pipeline.topics import (
     CANDIDATES_GB,
     CATALOG,
@@ -116,7 +117,8 @@ class Flow:
         for trace_id, spans in sorted(traceview.by_trace(self.spans).items()):
             lines.append(f"trace {trace_id}")
             lines += ["  " + line for line in traceview.render(spans)]
-        return lines
+        # services, reasons and trace ids come from the records' headers: escape what they carry
+        return [printable(line) for line in lines]
 
 
 def rebuild(
@@ -150,9 +152,22 @@ def rebuild(
         raise SourceUnavailable("; ".join([*notes, str(exc)])) from exc
     spans = topic_spans(key, records)
     origin = ", ".join(PIPELINE_TOPICS) + " and their .dlq"
+    unreadable = unreadable_notes(records)
     if not spans:
-        raise FlowNotFound(f"no event of {key} on {origin} ({settings.bootstrap_servers})")
-    return Flow(key, "topics", origin, spans, notes)
+        missing = f"no event of {key} on {origin} ({settings.bootstrap_servers})"
+        raise FlowNotFound("; ".join([missing, *unreadable]))
+    return Flow(key, "topics", origin, spans, [*notes, *unreadable])
+
+
+def unreadable_notes(records: Iterable[Record], shown: int = 3) -> list[str]:
+    """A note naming the records whose headers were not all UTF-8 (still followed: their values
+    are read as hex, as the runtime reads them)."""
+    bad = [r for r in records if r.problems]
+    if not bad:
+        return []
+    refs = ", ".join(f"{r.ref} ({'; '.join(r.problems)})" for r in bad[:shown])
+    more = f" and {len(bad) - shown} more" if len(bad) > shown else ""
+    return [f"{len(bad)} record(s) with undecodable headers: {refs}{more}"]
 
 
 # -- the tracing backend ---------------------------------------------------------------------
@@ -236,30 +251,6 @@ def _event(annotation: dict) -> dict:
 # -- the topics ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Record:
-    """What the lineage needs of one record: CloudEvents headers, trace id, place and time."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    headers: dict[str, str]
-
-    @property
-    def dead_letter(self) -> bool:
-        return self.topic.endswith(".dlq")
-
-    @property
-    def event_id(self) -> str | None:
-        return self.headers.get("ce_id")
-
-    @property
-    def trace_id(self) -> str | None:
-        parts = self.headers.get("traceparent", "").split("-")
-        return parts[1] if len(parts) == 4 else None
-
-
 def read_topics(settings: KafkaSettings, topics: Sequence[str] = PIPELINE_TOPICS) -> list[Record]:
     """Every record of the topics and their dead-letter topics as of now (no consumer group)."""
     try:
@@ -284,10 +275,8 @@ async def _read(settings: KafkaSettings, topics: list[str]) -> list[Record]:
         return []
     async with TopicReader(settings, present) as reader:
         records = await reader.snapshot()
-    return [
-        Record(r.topic, r.partition, r.offset, r.timestamp, codec.header_map(r.headers))
-        for r in records
-    ]
+    # Full topic names (no prefix stripped): span names must be the runtime's, ``send <topic>``.
+    return [Record.of(r) for r in records]
 
 
 def topic_spans(key: str, records: Iterable[Record]) -> list[dict]:
@@ -295,7 +284,7 @@ def topic_spans(key: str, records: Iterable[Record]) -> list[dict]:
     events: dict[str, Record] = {}
     copies: dict[str, int] = {}
     dead: list[Record] = []
-    for rec in sorted(records, key=lambda r: (r.timestamp_ms, r.topic, r.offset)):
+    for rec in sorted(records, key=lambda r: (_ms(r), r.topic, r.offset)):
         if rec.event_id is None:
             continue  # not a CloudEvent: it has no lineage to follow
         if rec.dead_letter:
@@ -332,7 +321,7 @@ def topic_spans(key: str, records: Iterable[Record]) -> list[dict]:
         cause = events.get(cause_id) if cause_id else None
         parent = None
         if cause is not None and cause.event_id in chosen:
-            parent = process_span(cause, _service(rec), rec.timestamp_ms)
+            parent = process_span(cause, _service(rec), _ms(rec))
         send = _span(rec, rec.event_id, parent["span_id"] if parent else None, f"send {rec.topic}")
         send["attributes"].update(
             {
@@ -349,7 +338,7 @@ def topic_spans(key: str, records: Iterable[Record]) -> list[dict]:
         spans.append(send)
     for rec in (d for d in dead if d.event_id in chosen):
         service = rec.headers.get("dlq_service", "?")
-        node = process_span(events.get(rec.event_id, rec), service, rec.timestamp_ms)
+        node = process_span(events.get(rec.event_id, rec), service, _ms(rec))
         node["status"] = "ERROR"
         node["attributes"]["lisa.dead_letter_reason"] = rec.headers.get("dlq_reason", "")
         node["attributes"]["error.message"] = rec.headers.get("dlq_error_message", "")
@@ -376,6 +365,10 @@ def _select(key: str, records: list[Record]) -> set[str]:
         chosen |= more
 
 
+def _ms(rec: Record) -> int:
+    return rec.timestamp_ms if rec.timestamp_ms is not None else -1  # Kafka's "no timestamp"
+
+
 def _service(rec: Record) -> str:
     return rec.headers.get("ce_source", "?")
 
@@ -383,7 +376,7 @@ def _service(rec: Record) -> str:
 def _span(rec: Record, span_id: str, parent_id: str | None, name: str) -> dict:
     """A zero-length span at the record's append time; the trace is the record's (or its
     correlation id when it carries no ``traceparent``)."""
-    at_ns = rec.timestamp_ms * 1_000_000
+    at_ns = _ms(rec) * 1_000_000
     return {
         "trace_id": rec.trace_id or rec.headers.get(codec.CORRELATION, "?"),
         "span_id": span_id,

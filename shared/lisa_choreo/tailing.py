@@ -2,8 +2,9 @@
 
 An observer must never disturb the flow it watches: records are read with ``TopicReader``
 (partitions assigned by hand, ``group_id=None``), so nothing is committed and no consumer group
-is joined or rebalanced. Rendering is pure (a ``Record`` in, a line out) and tested without a
-broker.
+is joined or rebalanced. Rendering is pure (a ``lisa_choreo.records.Record`` in, a line out) and
+tested without a broker; what a record carries is escaped before it reaches the terminal, and a
+record that cannot be shown is reported on stderr, not the end of the tail.
 """
 
 from __future__ import annotations
@@ -16,18 +17,16 @@ import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
-from functools import cached_property
 from typing import Any, Literal, TextIO
 
 from aiokafka import ConsumerRecord, TopicPartition
 
-from choreo.codec import header_map
 from choreo.reader import TopicReader
 from choreo.settings import KafkaSettings
-from choreo.topology import DLQ_SUFFIX
+from lisa_choreo.records import Record, json_line, printable
 
 # -- what to read -----------------------------------------------------------------------------
 
@@ -73,65 +72,6 @@ class Filter:
         )
 
 
-# -- one record, broker-free ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Record:
-    """What tail knows of a Kafka record; ``topic`` is without the deployment prefix."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None
-    key: bytes | None
-    value: bytes | None
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, record: ConsumerRecord, prefix: str = "") -> Record:
-        return cls(
-            topic=record.topic.removeprefix(prefix),
-            partition=record.partition,
-            offset=record.offset,
-            timestamp_ms=record.timestamp,
-            key=record.key,
-            value=record.value,
-            headers=header_map(record.headers),
-        )
-
-    @property
-    def type(self) -> str | None:
-        return self.headers.get("ce_type")
-
-    @property
-    def subject(self) -> str | None:
-        return self.headers.get("ce_subject")
-
-    @property
-    def time(self) -> datetime | None:
-        """The event's time (``ce_time``), else the Kafka record's timestamp."""
-        if ce_time := self.headers.get("ce_time"):
-            try:
-                when = datetime.fromisoformat(ce_time)
-                return when if when.tzinfo else when.replace(tzinfo=UTC)
-            except ValueError:
-                pass
-        if self.timestamp_ms is not None and self.timestamp_ms >= 0:
-            return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
-        return None
-
-    @cached_property
-    def body(self) -> tuple[bool, Any]:
-        """(is JSON, parsed body or the text): tail shows what is there, valid or not."""
-        if self.value is None:
-            return False, None
-        try:
-            return True, json.loads(self.value)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return False, self.value.decode(errors="replace")
-
-
 # -- rendering --------------------------------------------------------------------------------
 
 
@@ -157,7 +97,8 @@ def _duration(seconds: float) -> str:
 def _segment_raw(b: dict[str, Any]) -> str:
     t = b["timing"]
     return (
-        f"t0 {t['t0']:.10g} s, {_duration(t['n_samples'] * t['dt'])} at {t['dt']:g} s, "
+        f"t0 {t['t0']:.10g} s, {_duration(float(t['n_samples']) * float(t['dt']))} at "
+        f"{t['dt']:g} s, "
         f"NaN {_pct(b['nan_fraction'])}, {b.get('source_file', '?').rsplit('/', 1)[-1]}"
         f"#{b.get('index', '?')}"
     )
@@ -239,7 +180,7 @@ def _clip(text: str, n: int) -> str:
 
 def summarize(record: Record) -> str:
     """A few key fields of the body (or why there is nothing to show)."""
-    if record.topic.endswith(DLQ_SUFFIX) and "dlq_reason" in record.headers:
+    if record.dead_letter and "dlq_reason" in record.headers:
         h = record.headers
         return _clip(
             f"DEAD LETTER {h['dlq_reason']} by {h.get('dlq_service', '?')} from "
@@ -258,7 +199,7 @@ def summarize(record: Record) -> str:
     if summary is not None:
         try:
             return summary(body)
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError):
             pass  # an old or malformed body: the generic view still shows something
     return generic_summary(body)
 
@@ -270,8 +211,8 @@ def _time(when: datetime | None) -> str:
 
 
 def render_line(record: Record) -> str:
-    """time, topic, type, subject, then the body's key fields."""
-    return (
+    """time, topic, type, subject, then the body's key fields (control characters escaped)."""
+    return printable(
         f"{_time(record.time)}  {record.topic:<26} {record.type or '-':<28} "
         f"{record.subject or '-'}  {summarize(record)}"
     )
@@ -284,19 +225,15 @@ def render_json(record: Record) -> str:
         "topic": record.topic,
         "partition": record.partition,
         "offset": record.offset,
-        "timestamp": _time(
-            datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
-            if record.timestamp_ms is not None and record.timestamp_ms >= 0
-            else None
-        ),
-        "key": record.key.decode(errors="replace") if record.key is not None else None,
+        "timestamp": _time(record.appended),
+        "key": record.key_text,
         "headers": record.headers,
     }
     if is_json or body is None:
         out["body"] = body
     else:
         out["body_raw"] = body
-    return json.dumps(out, ensure_ascii=False)
+    return json_line(out)
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -360,6 +297,29 @@ class Outcome:
     interrupted: bool = False
 
 
+def show(
+    record: ConsumerRecord,
+    prefix: str,
+    keep: Filter,
+    render: Callable[[Record], str],
+    err: TextIO,
+) -> str | None:
+    """The line of a record, None if filtered out or unshowable; what is wrong with a record
+    (headers not UTF-8, or a failure to render it) goes to ``err``, and the tail goes on."""
+    try:
+        rec = Record.of(record, prefix)
+        if not keep(rec):
+            return None
+        line = render(rec)
+    except Exception as exc:  # a record no tool foresaw must not end the tail
+        where = f"{record.topic.removeprefix(prefix)}/{record.partition}/{record.offset}"
+        print(printable(f"lisa-choreo: {where}: cannot show ({exc!r})"), file=err)
+        return None
+    for problem in rec.problems:
+        print(f"lisa-choreo: {rec.ref}: {problem}", file=err)
+    return line
+
+
 async def tail(
     settings: KafkaSettings,
     topics: list[str],
@@ -400,12 +360,13 @@ async def tail(
             if follow:
                 print(f"following {', '.join(topics)} (Ctrl-C to stop)", file=err, flush=True)
             async for record in reader.stream(stop, follow):
-                rec = Record.of(record, settings.topic_prefix)
-                if keep(rec):
-                    print(render(rec), file=out)
-                    outcome.shown += 1
-                    if follow or outcome.shown % 100 == 0:
-                        out.flush()
+                line = show(record, settings.topic_prefix, keep, render, err)
+                if line is None:
+                    continue
+                print(line, file=out)
+                outcome.shown += 1
+                if follow or outcome.shown % 100 == 0:
+                    out.flush()
     except asyncio.CancelledError:
         if not outcome.interrupted or main is None:
             raise

@@ -166,7 +166,7 @@ def event(
     )
     if cause:
         headers["ce_causationid"] = cause
-    return Record(topic, 0, offset, ts, headers)
+    return Record(topic, 0, offset, ts, headers=headers)
 
 
 # One segment: ingest -> condition -> gb-search -> estimate -> catalog (another subject), the
@@ -184,7 +184,7 @@ RECORDS = [
         0,
         0,
         1350,
-        {
+        headers={
             **header(id="cond-1", source="condition", subject=SEG, correlation="raw-1"),
             "ce_causationid": "raw-1",
             "dlq_service": "noise-monitor",
@@ -192,7 +192,7 @@ RECORDS = [
             "dlq_error_message": "timing: field required",
         },
     ),
-    Record("p.lisa.segments.raw", 0, 9, 999, {"content-type": "text/plain"}),  # no lineage
+    Record("p.lisa.segments.raw", 0, 9, 999, headers={"content-type": "text/plain"}),  # no lineage
 ]
 
 
@@ -269,3 +269,45 @@ def test_render_shows_waits_errors_and_links():
     assert "ERROR" in lines[1]
     assert lines[2].endswith("links 2 trace(s)")
     assert len({line.index(" ms") for line in lines}) == 1  # columns line up
+
+
+def test_hostile_headers_are_escaped_and_undecodable_ones_noted(monkeypatch):
+    from aiokafka import ConsumerRecord
+
+    def consumer_record(offset: int, headers: list) -> ConsumerRecord:
+        return ConsumerRecord(
+            topic="p.lisa.segments.raw",
+            partition=0,
+            offset=offset,
+            timestamp=1000 + offset,
+            timestamp_type=0,
+            key=None,
+            value=b"\xffnot json",
+            checksum=None,
+            serialized_key_size=0,
+            serialized_value_size=9,
+            headers=headers,
+        )
+
+    lineage = [("ce_id", b"raw-9"), ("ce_subject", SEG.encode()), ("ce_correlationid", b"raw-9")]
+    records = [
+        Record.of(consumer_record(0, [*lineage, ("ce_source", "\x1b[2Jingest\r\x9b".encode())])),
+        *(Record.of(consumer_record(i, [*lineage, ("x", b"\xff"), ("y", None)])) for i in (1, 2)),
+        Record.of(consumer_record(3, [("ce_id", b"\xfe"), ("ce_subject", b"other")])),
+        Record.of(consumer_record(4, [("ce_id", b"\xfd"), ("ce_subject", b"other")])),
+    ]
+    monkeypatch.setattr(flows, "read_topics", lambda settings: records)
+    flow = flows.rebuild(SEG, "topics")
+    assert flow.notes == [
+        "4 record(s) with undecodable headers: "
+        "p.lisa.segments.raw/0/1 (header(s) x not UTF-8 (read as hex)), "
+        "p.lisa.segments.raw/0/2 (header(s) x not UTF-8 (read as hex)), "
+        "p.lisa.segments.raw/0/3 (header(s) ce_id not UTF-8 (read as hex)) and 1 more"
+    ]
+    text = "\n".join(flow.render())
+    assert "\x1b" not in text
+    assert "\r" not in text
+    assert "\x9b" not in text
+    assert "\\x1b[2Jingest\\r\\x9b" in text
+    with pytest.raises(flows.FlowNotFound, match=r"no event of nope-1 .*; 4 record\(s\) with"):
+        flows.rebuild("nope-1", "topics")

@@ -1,5 +1,6 @@
 """The claim-check store: content addressing, atomic immutable files, verified reads."""
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +41,13 @@ def test_tampered_missing_and_truncated_files_are_permanent_errors(tmp_path):
         store.get(ref)
     assert err.value.reason == "store-missing"
     # a file whose checksum matches but is not HDF5 (the producer wrote garbage)
-    garbage = tmp_path / "g.h5"
+    digest = hashlib.sha256(b"not hdf5").hexdigest()
+    garbage = tmp_path / digest[:2] / f"{digest}.h5"
+    garbage.parent.mkdir()
     garbage.write_bytes(b"not hdf5")
-    bad = ref.model_copy(update={"uri": garbage.as_uri(), "sha256": sha256_file(garbage)})
+    bad = ref.model_copy(
+        update={"uri": garbage.as_uri(), "sha256": sha256_file(garbage), "size_bytes": 8}
+    )
     with pytest.raises(PermanentError) as err:
         store.get(bad)
     assert err.value.reason == "unreadable-file"

@@ -6,6 +6,7 @@ rather than silently degrading the analyst's view to the generic fallback.
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -272,3 +273,108 @@ def test_tail_parser_takes_relative_times_and_refuses_mixed_starts() -> None:
     assert (args.types, args.json, args.start) == (["x", "y"], True, "end")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["tail", "a", "--from-beginning", "--from-time", "-1h"])
+
+
+def consumer_record(headers: list, value: bytes | None, timestamp: int = 5):
+    from aiokafka import ConsumerRecord
+
+    return ConsumerRecord(
+        topic="t1234.lisa.catalog",
+        partition=1,
+        offset=9,
+        timestamp=timestamp,
+        timestamp_type=0,
+        key=b"k",
+        value=value,
+        checksum=None,
+        serialized_key_size=1,
+        serialized_value_size=len(value or b""),
+        headers=headers,
+    )
+
+
+UNPRINTABLE = {chr(c) for c in [*range(0x20), *range(0x7F, 0xA0), 0xD800]}
+
+
+@pytest.mark.parametrize(
+    ("headers", "value", "timestamp"),
+    [
+        ([("ce_subject", b"\xff\xfe"), ("ce_type", None)], b"\xffnot json", 5),
+        ([("ce_subject", b"\x1b[2J\x1b[Hseg\r"), ("ce_type", b"\x9b31mx")], b"{}", 5),
+        ([("ce_type", b"lisa.toy.description.v1")], b'{"text": "\\u001b[2J\\ud800\\u009b"}', 5),
+        ([], b"[" * 100_000, 5),
+        ([], b"1" * 5000, 5),
+        ([], b"{}", 2**62),
+        ([("ce_time", b"0001-01-01T00:00:00+05:00")], b"{}", 5),
+        (
+            [("ce_type", b"lisa.catalog.source.v1")],
+            b'{"source_id": "x", "frequency_hz": 1' + b"0" * 400 + b"}",
+            5,
+        ),
+        ([("ce_type", b"lisa.segment.raw.v1")], b'{"timing": {"n_samples": 10**9}}', 5),
+        (  # "x" * 9999999999 would take 10 GB before failing
+            [("ce_type", b"lisa.segment.raw.v1")],
+            b'{"timing": {"t0": 1, "n_samples": 9999999999, "dt": "x"}}',
+            5,
+        ),
+    ],
+    ids=[
+        "not-utf8",
+        "escapes",
+        "escapes-in-body",
+        "too-deep",
+        "too-long-number",
+        "timestamp-out-of-range",
+        "time-before-year-1",
+        "number-beyond-float",
+        "invalid-json",
+        "string-times-int",
+    ],
+)
+@pytest.mark.parametrize("render", [render_line, render_json], ids=["text", "json"])
+def test_a_hostile_record_is_shown_escaped_and_never_raises(
+    headers: list, value: bytes, timestamp: int, render
+) -> None:
+    err = io.StringIO()
+    line = tailing.show(consumer_record(headers, value, timestamp), "t1234.", Filter(), render, err)
+    assert line is not None
+    assert not set(line) & UNPRINTABLE  # nothing that moves the cursor or cannot be encoded
+    line.encode()
+    if render is render_json:
+        assert json.loads(line)["offset"] == 9
+    else:
+        assert line.split()[1] == "lisa.catalog"
+    assert not set(err.getvalue()) & (UNPRINTABLE - {"\n"})
+
+
+def test_undecodable_headers_are_reported_on_stderr_and_the_line_is_still_shown() -> None:
+    err = io.StringIO()
+    cr = consumer_record([("ce_subject", b"\xff\xfe"), ("ce_type", b"x.v1")], b"{}")
+    line = tailing.show(cr, "t1234.", Filter(), render_line, err)
+    assert line is not None
+    assert " x.v1 " in line
+    assert " fffe " in line  # the runtime's reading of it: hex
+    assert err.getvalue() == (
+        "lisa-choreo: lisa.catalog/1/9: header(s) ce_subject not UTF-8 (read as hex)\n"
+    )
+    err = io.StringIO()
+    assert tailing.show(cr, "t1234.", Filter(frozenset({"y.v1"})), render_line, err) is None
+    assert err.getvalue() == ""  # filtered out: not the analyst's concern
+
+
+def test_a_record_that_cannot_be_rendered_is_reported_and_skipped() -> None:
+    def broken(record: Record) -> str:
+        raise RuntimeError("boom \x1b[2J")
+
+    err = io.StringIO()
+    assert tailing.show(consumer_record([], b"{}"), "t1234.", Filter(), broken, err) is None
+    assert err.getvalue() == (
+        "lisa-choreo: lisa.catalog/1/9: cannot show (RuntimeError('boom \\x1b[2J'))\n"
+    )
+
+
+def test_clean_output_is_unchanged_by_escaping() -> None:
+    rec = record(Description(value=7, text="7² = 49 ± ✓"), "toy.descriptions")
+    assert render_line(rec).endswith("  7² = 49 ± ✓")
+    out = render_json(rec)
+    assert out == json.dumps(json.loads(out), ensure_ascii=False)

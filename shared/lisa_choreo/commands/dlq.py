@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from datetime import datetime
 
 
@@ -14,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("ids", nargs="*", help="event ids or <dlq topic>/<partition>/<offset> refs")
     p.add_argument("--topic", action="append", help="dead-letter topic(s); default: all")
     p.add_argument("--reason", help="glob on the reason code, e.g. 'checksum-*'")
-    p.add_argument("--since", type=datetime.fromisoformat, help="ISO 8601 time")
-    p.add_argument("--until", type=datetime.fromisoformat, help="ISO 8601 time")
+    p.add_argument("--since", type=datetime.fromisoformat, help="ISO 8601 time (naive = UTC)")
+    p.add_argument("--until", type=datetime.fromisoformat, help="ISO 8601 time (naive = UTC)")
     p.add_argument("--json", action="store_true", help="JSON lines")
     p.set_defaults(func=run)
 
@@ -23,10 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from choreo.settings import KafkaSettings
     from lisa_choreo import dlq_admin
+    from lisa_choreo.records import printable
 
     settings = KafkaSettings()
     letters = asyncio.run(dlq_admin.read_dead_letters(settings, args.topic))
     chosen = dlq_admin.select(letters, args.ids, args.reason, args.since, args.until)
+    for d in chosen:  # a malformed letter is listed as far as it reads, and said so
+        for problem in d.problems:
+            print(f"lisa-choreo: {d.ref}: {problem}", file=sys.stderr)
     if args.action == "replay":
         if not (args.ids or args.reason or args.since or args.until or args.topic):
             print(
@@ -34,18 +39,25 @@ def run(args: argparse.Namespace) -> int:
                 "--topic)"
             )
             return 2
-        replayed, skipped = asyncio.run(dlq_admin.replay(settings, chosen))
+        replayed, skipped, refused = asyncio.run(dlq_admin.replay(settings, chosen))
         print(f"replayed {len(replayed)}, skipped {len(skipped)} already replayed")
+        if refused:
+            print(
+                "lisa-choreo: not replayed, no readable dlq_topic header or no such topic: "
+                f"{', '.join(refused)}",
+                file=sys.stderr,
+            )
+            return 1
         return 0
     if args.action == "show":
         for d in chosen:
-            body = (d.record.value or b"")[:2000].decode(errors="replace")
+            body = (d.value or b"")[:2000].decode(errors="replace")
             print(
                 json.dumps(
                     {
                         **d.summary(),
                         "headers": d.headers,
-                        "key": (d.record.key or b"").decode(errors="replace"),
+                        "key": d.key_text or "",
                         "body": body,
                     },
                     indent=2,
@@ -63,9 +75,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{topic}: {len(items)} dead letter(s)")
         for d in items:
             s = d.summary()
-            print(
-                f"  {s['ref']:<36} {s['time'][:19]}  {s['reason']:<18} {s['service']:<10} "
-                f"{s['subject'] or s['event_id']}  {s['error'][:80]}"
+            print(  # the fields come from the letter's headers: escape control characters
+                printable(
+                    f"  {s['ref']:<36} {s['time'][:19]}  {s['reason']:<18} {s['service']:<10} "
+                    f"{s['subject'] or s['event_id']}  {s['error'][:80]}"
+                )
             )
     if not chosen:
         print("no dead letters")

@@ -35,15 +35,16 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from lisa_choreo import flows
+    from lisa_choreo.records import printable
 
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # a down broker is reported once
     try:
         flow = flows.rebuild(args.key, args.source, args.backend_url)
     except flows.FlowNotFound as exc:
-        print(f"lisa-choreo: {exc}", file=sys.stderr)
+        print(printable(f"lisa-choreo: {exc}"), file=sys.stderr)
         return 1
     except flows.SourceUnavailable as exc:
-        print(f"lisa-choreo: {exc}", file=sys.stderr)
+        print(printable(f"lisa-choreo: {exc}"), file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(flow.to_json(), indent=2, default=str))

@@ -4,6 +4,12 @@
 cached under ``$LISA_CHOREO_HOME/kafka``), formats the storage once, starts the JVM on loopback and
 waits until the broker answers metadata requests. ``up`` on a running stack only reports it;
 ``down`` stops it (SIGTERM for a controlled shutdown, SIGKILL after a deadline).
+
+A secure node (``KafkaNode.secure``, ``stack up --secure``) listens with TLS and SASL
+SCRAM-SHA-512 only, authorizes with ACLs (``StandardAuthorizer``, nothing allowed without one)
+and gets its SCRAM users when its storage is formatted, one per password file that
+``lisa_choreo.security.credentials`` made; the ``security`` file in its state directory says so,
+and a plain stack is never started on secure storage or the other way round.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from choreo.settings import home
+from choreo.settings import KafkaSettings, home
+from lisa_choreo.security import credentials
 
 
 class StackError(RuntimeError):
@@ -66,6 +73,7 @@ class KafkaNode:
     port: int = 9092
     node_id: int = 1
     cluster_size: int = 1
+    secure: bool = False
 
     @property
     def controller_port(self) -> int:
@@ -86,6 +94,27 @@ class KafkaNode:
     @property
     def pid_file(self) -> Path:
         return self.state_dir / "kafka.pid"
+
+    @property
+    def security_file(self) -> Path:
+        """Present iff the storage was formatted for secure mode (lists the SCRAM users)."""
+        return self.state_dir / "security"
+
+    def admin_settings(self) -> KafkaSettings:
+        """How the stack's own tools reach this node: plaintext, or as the super user."""
+        if not self.secure:
+            return KafkaSettings(
+                bootstrap_servers=self.bootstrap,
+                security_protocol="PLAINTEXT",
+                sasl_mechanism=None,
+            )
+        files = credentials.SecureFiles(credentials.secure_dir())
+        return files.client_settings(credentials.ADMIN, self.bootstrap)
+
+
+def formatted_secure(port: int) -> bool:
+    """Whether the storage of the node on ``port`` (this home) was formatted for secure mode."""
+    return KafkaNode(port=port).security_file.exists()
 
 
 def _require(tool: str, why: str) -> str:
@@ -153,7 +182,7 @@ def _voters(node: KafkaNode, base_port: int) -> str:
 def _write_config(node: KafkaNode, base_port: int) -> Path:
     template = resource("kafka", "server.properties.template").read_text()
     replication = min(3, node.cluster_size)
-    config = string.Template(template).substitute(
+    values: dict[str, object] = dict(
         node_id=node.node_id,
         voters=_voters(node, base_port),
         port=node.port,
@@ -162,9 +191,72 @@ def _write_config(node: KafkaNode, base_port: int) -> Path:
         replication=replication,
         min_isr=2 if replication >= 3 else 1,
     )
+    if node.secure:
+        files = _secure_files()
+        template += resource("kafka", "server-secure.properties.template").read_text()
+        values.update(
+            admin_password=files.password(credentials.ADMIN),
+            keystore=files.broker_keystore,
+            truststore=files.ca_cert,
+        )
     path = node.state_dir / "server.properties"
-    path.write_text(config)
+    path.unlink(missing_ok=True)  # recreated 0600: in secure mode it holds the admin password
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(string.Template(template).substitute(values))
     return path
+
+
+def _secure_files() -> credentials.SecureFiles:
+    files = credentials.SecureFiles(credentials.secure_dir())
+    if not files.exists() or not files.broker_keystore.exists():
+        raise StackError(
+            f"no credentials in {files.root}: `lisa-choreo stack up --secure` makes them"
+        )
+    return files
+
+
+def _format_command(java: str, classpath: str, node: KafkaNode, config: Path, base_port: int):
+    """StorageTool's arguments; for a secure node, with one ``--add-scram`` per principal. Those
+    carry passwords, so they go to the JVM in an argument file (mode 0600, deleted after use:
+    the java launcher expands ``@file``) and never appear in a process listing."""
+    args = [
+        "-cp",
+        classpath,
+        "kafka.tools.StorageTool",
+        "format",
+        "-t",
+        _cluster_id(base_port),
+        "-c",
+        str(config),
+        "--ignore-formatted",
+    ]
+    if not node.secure:
+        return [java, *args], None, []
+    files = _secure_files()
+    users = files.principals()
+    for user in users:
+        args += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={files.password(user)}]"]
+    argfile = files.root / f"format-{node.port}.args"
+    argfile.unlink(missing_ok=True)
+    fd = os.open(argfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        for arg in args:
+            out.write('"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"\n')
+    return [java, f"@{argfile}"], argfile, users
+
+
+def _check_security(node: KafkaNode) -> None:
+    """Refuse to start a node in the other mode than its storage was formatted in."""
+    if not (node.state_dir / "data" / "meta.properties").exists():
+        return
+    if node.secure and not node.security_file.exists():
+        raise StackError(
+            f"the storage in {node.state_dir} was formatted without security; use another "
+            "--port or LISA_CHOREO_HOME for a secure stack"
+        )
+    if not node.secure and node.security_file.exists():
+        raise StackError(f"the storage in {node.state_dir} is a secure stack's: add --secure")
 
 
 def _cluster_id(base_port: int) -> str:
@@ -232,15 +324,18 @@ def _running_pid(node: KafkaNode) -> int | None:
     return managed_pid(node.pid_file, *_markers(node))
 
 
-async def probe(bootstrap: str, timeout_s: float = 5.0) -> dict | None:
-    """The cluster's description if a broker answers metadata requests, else None."""
+async def probe(
+    bootstrap: str, timeout_s: float = 5.0, settings: KafkaSettings | None = None
+) -> dict | None:
+    """The cluster's description if a broker answers metadata requests, else None. ``settings``
+    (security protocol and credentials) default to a plaintext client of ``bootstrap``."""
     # A broker that is down or still starting is an expected answer here, not an error to log.
     aiokafka_log = logging.getLogger("aiokafka")
     level = aiokafka_log.level
     aiokafka_log.setLevel(logging.CRITICAL)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
-    )
+    options = settings.client_options() if settings else {}
+    options["bootstrap_servers"] = bootstrap
+    admin = AIOKafkaAdminClient(**options, request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         return await asyncio.wait_for(admin.describe_cluster(), timeout_s)
@@ -254,7 +349,7 @@ async def probe(bootstrap: str, timeout_s: float = 5.0) -> dict | None:
 
 def status(node: KafkaNode) -> BrokerStatus:
     pid = _running_pid(node)
-    cluster = asyncio.run(probe(node.bootstrap, 3.0)) if pid else None
+    cluster = asyncio.run(probe(node.bootstrap, 3.0, node.admin_settings())) if pid else None
     return BrokerStatus(
         running=pid is not None,
         ready=cluster is not None,
@@ -274,29 +369,26 @@ def start(node: KafkaNode, base_port: int | None = None) -> None:
         "java", "the Kafka broker needs a JDK 17+ (Debian: apt-get install default-jdk)"
     )
     libs = kafka_libs()
+    _check_security(node)
     (node.state_dir / "logs").mkdir(parents=True, exist_ok=True)
     config = _write_config(node, base_port)
     classpath = f"{libs}/*"
     if not (node.state_dir / "data" / "meta.properties").exists():
-        result = subprocess.run(
-            [
-                java,
-                "-cp",
-                classpath,
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                _cluster_id(base_port),
-                "-c",
-                str(config),
-                "--ignore-formatted",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        command, argfile, users = _format_command(java, classpath, node, config, base_port)
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+        finally:
+            if argfile is not None:
+                argfile.unlink(missing_ok=True)
         if result.returncode != 0:
-            raise StackError(f"formatting Kafka storage failed: {result.stdout}{result.stderr}")
+            output = result.stdout + result.stderr
+            if node.secure:
+                output = _secure_files().redact(output)
+            raise StackError(f"formatting Kafka storage failed: {output}")
+        if node.secure:
+            node.security_file.write_text(
+                "SASL_SSL SCRAM-SHA-512 StandardAuthorizer\nusers=" + ",".join(users) + "\n"
+            )
     heap = os.environ.get("LISA_KAFKA_HEAP", "512m")
     spawn_detached(
         [
@@ -325,7 +417,7 @@ def wait_ready(nodes: list[KafkaNode], timeout_s: float = 120.0) -> None:
         if _running_pid(node) is None:
             tail = _tail(node.log_file) or _tail(node.state_dir / "logs" / "stdout.log")
             raise StackError(f"Kafka on {node.bootstrap} exited during start-up; log tail: {tail}")
-        cluster = asyncio.run(probe(node.bootstrap, 2.0))
+        cluster = asyncio.run(probe(node.bootstrap, 2.0, node.admin_settings()))
         if cluster and len(cluster["brokers"]) >= node.cluster_size:
             pending.pop(0)
             continue
@@ -348,9 +440,22 @@ def _tail(path: Path, lines: int = 5) -> str:
         return ""
 
 
-def cluster_nodes(port: int, size: int) -> list[KafkaNode]:
+def cluster_nodes(port: int, size: int, secure: bool = False) -> list[KafkaNode]:
     """``size`` nodes on consecutive ports from ``port`` (3 for broker-fault tests)."""
-    return [KafkaNode(port=port + i, node_id=i + 1, cluster_size=size) for i in range(size)]
+    return [
+        KafkaNode(port=port + i, node_id=i + 1, cluster_size=size, secure=secure)
+        for i in range(size)
+    ]
+
+
+def scram_users(node: KafkaNode) -> list[str]:
+    """The SCRAM users a secure node's storage was formatted with (names only)."""
+    try:
+        text = node.security_file.read_text()
+    except OSError:
+        return []
+    line = next((ln for ln in text.splitlines() if ln.startswith("users=")), "users=")
+    return [u for u in line.removeprefix("users=").split(",") if u]
 
 
 def up(nodes: list[KafkaNode]) -> list[KafkaNode]:

@@ -219,17 +219,26 @@ def _replace_file(ref: ArrayRef, blob: bytes) -> None:
     path.write_bytes(blob)
 
 
-@pytest.mark.parametrize("damage", ["tampered", "truncated"])
-def test_a_reference_whose_checksum_mismatches_is_dead_lettered(store: Store, damage: str):
+@pytest.mark.parametrize(
+    ("damage", "reason", "error_type"),
+    [
+        ("tampered", "checksum-mismatch", "ChecksumMismatch"),
+        ("truncated", "size-mismatch", "PermanentError"),  # refused before hashing
+    ],
+)
+def test_a_reference_whose_content_differs_is_dead_lettered(
+    store: Store, damage: str, reason: str, error_type: str
+):
     raw = raw_segment(store, noise_xyz(seed=7))
     blob = Path(raw.data.uri.removeprefix("file://")).read_bytes()
     _replace_file(raw.data, blob[:-10] + b"0123456789" if damage == "tampered" else blob[:5000])
     result = StepHarness(condition.step).deliver(SEGMENTS_RAW, raw)
     assert result.outputs == []
     [dead] = result.dead_letters
-    assert dead.reason == "checksum-mismatch"
-    assert dead.info["error_type"] == "ChecksumMismatch"
-    assert raw.data.sha256[:12] in dead.info["error_message"]
+    assert dead.reason == reason
+    assert dead.info["error_type"] == error_type
+    if damage == "tampered":
+        assert raw.data.sha256[:12] in dead.info["error_message"]
     assert dead.info["attempts"] == "1"  # corrupt data does not heal: no retries
 
 
