@@ -201,6 +201,7 @@ class Catalog:
         self.app.agent(self.source_topic, name=f"{self.app_id}.route")(self._route)
         self.app.agent(self.by_grid, name=f"{self.app_id}.stack")(self._stack)
         self.app.on_before_shutdown.connect(self._close)
+        self.app.on_partitions_assigned.connect(self._assigned)
         self.health = Health(SERVICE)
         self.health.details["instance_id"] = self.instance_id
         self._outputs_lock = asyncio.Lock()
@@ -234,6 +235,14 @@ class Catalog:
             step=SERVICE,
             topics=[self.source_topic.get_topic_name(), self.by_grid.get_topic_name()],
             recovered_segments=grids,
+            instance_id=self.instance_id,
+        )
+
+    async def _assigned(self, _sender: Any, assigned: Any, **__: Any) -> None:
+        log.info(
+            "partitions assigned",
+            partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
+            generation=self.app.consumer_generation_id,
             instance_id=self.instance_id,
         )
 

@@ -7,12 +7,14 @@ never loaded whole: a year at 5 s is read in slices.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 
-from lisa_science.ldc import LDCFormatError, TDIData, ldc_info, read_ldc_slice
+from lisa_science.ldc import LDCFormatError, TDIData, ldc_info, locate_tdi, read_ldc_slice
 from lisa_science.segments import segment_bounds
 
 VALIDATION_CHUNK = 1_000_000
@@ -43,21 +45,62 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def plan_file(path: Path, duration_s: float, overlap_s: float) -> FilePlan:
-    """Check the whole file chunk by chunk and cut it into segments; LDCFormatError if bad."""
+MAX_SEGMENT_SAMPLES = 20_000_000
+"""Samples per segment (a day at 4.3 ms): beyond, one segment's arrays would not fit a step."""
+MAX_DATA_BYTES = 64 << 30
+"""The TDI table's decompressed size (rows x row bytes): a year at 0.25 s is ~4 GB."""
+
+
+def plan_file(
+    path: Path,
+    duration_s: float,
+    overlap_s: float,
+    max_segment_samples: int = MAX_SEGMENT_SAMPLES,
+    max_data_bytes: int = MAX_DATA_BYTES,
+) -> FilePlan:
+    """Check the whole file chunk by chunk and cut it into segments; ``LDCFormatError`` with the
+    reason for anything wrong with it, whatever the file holds (it is hostile input)."""
     try:
-        t0, dt, n = ldc_info(str(path))
+        return _plan(path, duration_s, overlap_s, max_segment_samples, max_data_bytes)
+    except LDCFormatError:
+        raise
     except OSError as exc:
-        raise LDCFormatError(f"{path}: not a readable HDF5 file ({exc})") from exc
+        raise LDCFormatError(f"{path.name}: not a readable HDF5 file ({exc})") from exc
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, RuntimeError) as exc:
+        raise LDCFormatError(f"{path.name}: unusable ({type(exc).__name__}: {exc})") from exc
+
+
+def _plan(
+    path: Path, duration_s: float, overlap_s: float, max_samples: int, max_bytes: int
+) -> FilePlan:
+    t0, dt, n = ldc_info(str(path))
+    if not (math.isfinite(t0) and math.isfinite(dt) and dt > 0):
+        raise LDCFormatError(f"{path.name}: t0 {t0!r} and dt {dt!r} must be finite, dt > 0")
+    if dt > duration_s:
+        raise LDCFormatError(f"{path.name}: dt = {dt} s is longer than a segment ({duration_s} s)")
+    if round(duration_s / dt) > max_samples:
+        raise LDCFormatError(
+            f"{path.name}: {round(duration_s / dt)} samples per segment at dt = {dt} s "
+            f"(limit {max_samples})"
+        )
+    row_bytes = _row_bytes(path)
+    if n * row_bytes > max_bytes:
+        raise LDCFormatError(f"{path.name}: {n} rows of {row_bytes} bytes over {max_bytes} bytes")
     step = VALIDATION_CHUNK
     for start in range(0, n, step):
         # overlap one sample so regularity is checked across chunk borders too
         chunk = read_ldc_slice(str(path), max(start - 1, 0), min(start + step, n))
         if not np.all(np.isnan(chunk.x) | np.isfinite(chunk.x)):
-            raise LDCFormatError(f"{path}: infinite values in X")
+            raise LDCFormatError(f"{path.name}: infinite values in X")
     bounds = segment_bounds(n, dt, duration_s, overlap_s)
     if not bounds:
         raise LDCFormatError(
-            f"{path}: {n * dt:.0f} s of data is shorter than one segment of {duration_s:.0f} s"
+            f"{path.name}: {n * dt:.0f} s of data is shorter than one segment of {duration_s:.0f} s"
         )
     return FilePlan(path, file_sha256(path), t0, dt, n, bounds)
+
+
+def _row_bytes(path: Path) -> int:
+    with h5py.File(path, "r") as f:
+        dataset, _ = locate_tdi(f, str(path))
+        return int(dataset.dtype.itemsize * int(np.prod(dataset.shape[1:], dtype=np.int64)))

@@ -1,22 +1,24 @@
 """ingest as a CLI on one file, or as a service watching an inbox folder.
 
-Inbox: every regular ``*.h5``/``*.hdf5`` file that has stopped growing is ingested, then moved to
-``done/``; a refused file goes to ``rejected/`` beside a ``.reason.txt`` saying why.
+Inbox (see ``inbox``): every regular ``*.h5``/``*.hdf5`` file that has stopped growing is
+ingested, then moved to ``done/``; a refused file goes to ``rejected/`` beside a ``.reason.txt``
+saying why; a file is left in place only while the cluster or the store is unavailable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import signal
 from pathlib import Path
 
 import structlog
+from aiokafka.errors import KafkaError
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from choreo import Produces, Step
+from choreo.errors import TransientError
 from choreo.health import Health
 from choreo.logs import configure_logging
 from choreo.settings import KafkaSettings
@@ -26,6 +28,7 @@ from lisa_pipeline.events import SegmentRaw
 from lisa_pipeline.topics import SEGMENTS_RAW
 from lisa_science.ldc import LDCFormatError
 from lisa_services.ingest.files import plan_file
+from lisa_services.ingest.inbox import Inbox
 from lisa_services.ingest.publish import IngestResult, publish_file
 
 log = structlog.get_logger(__name__)
@@ -67,36 +70,56 @@ def ingest_file(
 async def _watch(
     settings: IngestSettings, kafka: KafkaSettings, stop: asyncio.Event, health: Health
 ) -> None:
-    inbox = settings.inbox
-    for sub in ("done", "rejected"):
-        (inbox / sub).mkdir(parents=True, exist_ok=True)
-    sizes: dict[Path, int] = {}
+    inbox = Inbox(settings.inbox)
+    inbox.prepare()
     store = Store()
-    log.info("step started", step="ingest", inbox=str(inbox.resolve()))
-    health.set_ready(True, inbox=str(inbox.resolve()))
+    log.info("step started", step="ingest", inbox=str(inbox.root.resolve()))
+    health.set_ready(True, inbox=str(inbox.root.resolve()))
     while not stop.is_set():
         health.beat()
-        for path in sorted(p for p in inbox.iterdir() if p.suffix in (".h5", ".hdf5")):
-            size = path.stat().st_size
-            if sizes.get(path) != size:  # still being copied in: look again next round
-                sizes[path] = size
-                continue
-            sizes.pop(path)
-            try:
-                plan = await asyncio.to_thread(
-                    plan_file, path, settings.segment_s, settings.overlap_s
-                )
-                result = await publish_file(plan, store, kafka, settings.overlap_s)
-                log.info(
-                    "ingested", file=path.name, segments=result.segments, published=result.published
-                )
-                shutil.move(path, inbox / "done" / path.name)
-            except LDCFormatError as exc:
-                log.error("file refused", file=path.name, reason=str(exc))
-                shutil.move(path, inbox / "rejected" / path.name)
-                (inbox / "rejected" / f"{path.name}.reason.txt").write_text(f"{exc}\n")
+        ready, refuse = inbox.scan()
+        for path, reason in refuse:
+            _settle(inbox.reject, path, reason)
+        for path in ready:
+            if stop.is_set():
+                break
+            await _ingest_one(inbox, path, settings, store, kafka)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), settings.poll_s)
+
+
+async def _ingest_one(
+    inbox: Inbox, path: Path, settings: IngestSettings, store: Store, kafka: KafkaSettings
+) -> None:
+    """One file: done, rejected with its reason, or left for the next scan when the cluster or
+    the store is unavailable. Nothing a file holds can stop the watcher."""
+    try:
+        plan = await asyncio.to_thread(plan_file, path, settings.segment_s, settings.overlap_s)
+        result = await publish_file(plan, store, kafka, settings.overlap_s)
+    except (KafkaError, TransientError) as exc:
+        log.warning(
+            "cluster or store unavailable, file kept for later", file=path.name, error=repr(exc)
+        )
+        return
+    except LDCFormatError as exc:
+        _settle(inbox.reject, path, str(exc))
+        return
+    except Exception as exc:  # last resort: a file no check foresaw
+        log.exception("file failed", file=path.name)
+        _settle(inbox.reject, path, f"{type(exc).__name__}: {exc}")
+        return
+    log.info("ingested", file=path.name, segments=result.segments, published=result.published)
+    _settle(lambda p, _: inbox.accept(p), path, "")
+
+
+def _settle(move, path: Path, reason: str) -> None:
+    try:
+        target = move(path, reason)
+    except OSError as exc:
+        log.error("cannot move a file out of the inbox", file=path.name, error=str(exc))
+        return
+    if reason:
+        log.error("file refused", file=path.name, reason=reason, moved_to=str(target))
 
 
 def main() -> int:

@@ -10,7 +10,7 @@ import structlog
 from aiokafka import ConsumerRecord
 from opentelemetry.trace import Span, Status, StatusCode
 
-from choreo.publisher import Publisher
+from choreo.publisher import Publisher, record_size
 from choreo.topology import dead_letter_topic
 
 DLQ_HEADER_PREFIX = "dlq_"
@@ -64,6 +64,10 @@ class DeadLetters:
             (k, v) for k, v in (record.headers or ()) if not k.startswith(DLQ_HEADER_PREFIX)
         ]
         headers = original + [(DLQ_HEADER_PREFIX + k, v.encode()) for k, v in info.items()]
-        return await self._publisher.send_raw(
-            dead_letter_topic(topic), record.key, record.value, headers
-        )
+        value = record.value
+        if record_size(record.key, value, headers) > self._publisher.max_request_bytes:
+            # The input fitted the broker; with the reason added it does not. Keep the account
+            # (headers, offset) and say the body is on the input topic only.
+            value = None
+            headers.append((DLQ_HEADER_PREFIX + "value_dropped", b"too large with the reason"))
+        return await self._publisher.send_raw(dead_letter_topic(topic), record.key, value, headers)

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    CorruptRecordException,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from opentelemetry import trace
 
 from choreo import codec, tracing
@@ -56,6 +62,15 @@ class InputRecord:
     partition: int = 0
     offset: int = 0
     timestamp: int = field(default_factory=lambda: int(time.time() * 1000))
+
+
+REFUSED_FOR_GOOD = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    CorruptRecordException,
+)
+"""Produce errors that no retry can cure: the output is refused for what it is."""
 
 
 def retry_policy(settings: StepSettings) -> RetryPolicy:
@@ -124,12 +139,15 @@ class RecordProcessor:
                     outputs=len(emits),
                     ms=round(elapsed * 1000, 1),
                 )
-                return [
-                    await publisher.send(emit.topic, emit.child_of(envelope, self.step.name))
-                    for emit in emits
-                ]
+                children = [(e.topic, e.child_of(envelope, self.step.name)) for e in emits]
+                for topic, child in children:  # all or none: check every size before any send
+                    publisher.check_size(topic, child)
+                return [await publisher.send(topic, child) for topic, child in children]
             except PermanentError as exc:
                 return [await self._dead_letter(record, exc, dead_letters, span)]
+            except REFUSED_FOR_GOOD as exc:  # refused by the producer itself, before any byte left
+                error = PermanentError("output-refused", f"{type(exc).__name__}: {exc}")
+                return [await self._dead_letter(record, error, dead_letters, span)]
             except KafkaError:
                 raise  # the broker, not the input: the runner replays the batch
             except Exception as exc:  # last resort: no input may stop the step or block it
@@ -138,6 +156,44 @@ class RecordProcessor:
                 return [await self._dead_letter(record, error, dead_letters, span)]
             finally:
                 structlog.contextvars.unbind_contextvars("event_id")
+
+    async def settle(
+        self,
+        sent: list[tuple[Record, list[asyncio.Future]]],
+        publisher: Publisher,
+        dead_letters: DeadLetters,
+    ) -> None:
+        """Wait until every input's outputs are durable. An input whose output the broker
+        refused for good (too large, invalid) is dead-lettered instead, so it cannot block its
+        partition; any other broker error propagates and the caller replays the batch."""
+        futures = [f for _, fs in sent for f in fs]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        refused: list[tuple[Record, BaseException]] = []
+        position = 0
+        for record, fs in sent:
+            errors = [
+                r for r in results[position : position + len(fs)] if isinstance(r, BaseException)
+            ]
+            position += len(fs)
+            others = [e for e in errors if not isinstance(e, REFUSED_FOR_GOOD)]
+            if others:
+                raise others[0]
+            if errors:
+                refused.append((record, errors[0]))
+        letters = []
+        for record, exc in refused:
+            error = PermanentError("output-refused", f"{type(exc).__name__}: {exc}")
+            with tracing.consumer_span(
+                record.topic,
+                record.partition,
+                record.offset,
+                record.timestamp,
+                record.headers,
+                self.step.name,
+                self.group,
+            ) as span:
+                letters.append(await self._dead_letter(record, error, dead_letters, span))
+        await asyncio.gather(*letters)
 
     async def _call_handler(self, envelope: Envelope[Event]) -> list[Emit]:
         handle: Any = self.step.handle
@@ -181,4 +237,3 @@ def failure_of(exc: PermanentError, reason: str) -> Failure:
     if isinstance(exc, RetriesExhausted):
         return Failure(reason=reason, error=exc.error, attempts=exc.attempts)
     return Failure(reason=reason, error=exc, attempts=1)
-

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 
 from choreo import codec, tracing
+from choreo.errors import PermanentError
 from choreo.events import Envelope, Event
 from choreo.settings import KafkaSettings
 
@@ -25,7 +26,24 @@ def make_producer(settings: KafkaSettings, client_id: str, linger_ms: int = 0) -
         # Sends still batch while a request is in flight; a linger only adds latency per hop
         # (the benchmark measured p99 56.7 -> 42.4 ms for a hop going from 5 ms to 0).
         linger_ms=linger_ms,
-        max_request_size=2_000_000,
+        # The broker's own limit (message.max.bytes): larger records are refused at the source,
+        # where the runtime can dead-letter their input, instead of by the broker.
+        max_request_size=settings.max_request_bytes,
+    )
+
+
+RECORD_OVERHEAD_BYTES = 512
+"""Batch and record framing, timestamps, tracing headers added on send (a generous bound)."""
+
+
+def record_size(
+    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]
+) -> int:
+    return (
+        len(key or b"")
+        + len(value or b"")
+        + sum(len(k) + len(v or b"") for k, v in headers)
+        + RECORD_OVERHEAD_BYTES
     )
 
 
@@ -43,6 +61,21 @@ class Publisher:
     @property
     def topic_prefix(self) -> str:
         return self._settings.topic_prefix
+
+    @property
+    def max_request_bytes(self) -> int:
+        return self._settings.max_request_bytes
+
+    def check_size(self, topic: str, envelope: Envelope[Event]) -> None:
+        """Refuse an output the broker would refuse (over ``max_request_bytes``)."""
+        key, value, headers = codec.encode(envelope)
+        size = record_size(key, value, headers)
+        if size > self._settings.max_request_bytes:
+            raise PermanentError(
+                "output-too-large",
+                f"a {type(envelope.data).__name__} of {size} bytes for {topic} is over the "
+                f"{self._settings.max_request_bytes}-byte limit",
+            )
 
     async def send(self, topic: str, envelope: Envelope[Event]) -> asyncio.Future:
         """Queue one event; the returned future resolves when the broker has it durably."""

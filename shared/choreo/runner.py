@@ -170,18 +170,29 @@ async def leave_group(
     return True
 
 
+def _generation(consumer: AIOKafkaConsumer | None) -> int | None:
+    """The group generation the consumer joined (faust reads it from the same place); a static
+    member that replaces its killed predecessor joins the same generation: no rebalance."""
+    return getattr(getattr(consumer, "_coordinator", None), "generation", None)
+
+
 class _CommitBeforeRevoke(ConsumerRebalanceListener):
     """Partitions are handed over only between batches, after their offsets are committed."""
 
-    def __init__(self, lock: asyncio.Lock) -> None:
+    def __init__(self, lock: asyncio.Lock, generation: Callable[[], int | None]) -> None:
         self._lock = lock
+        self._generation = generation
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         async with self._lock:
             log.info("partitions revoked", partitions=sorted(str(tp) for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        log.info("partitions assigned", partitions=sorted(str(tp) for tp in assigned))
+        log.info(
+            "partitions assigned",
+            partitions=sorted(str(tp) for tp in assigned),
+            generation=self._generation(),
+        )
 
 
 class StepRunner:
@@ -242,7 +253,8 @@ class StepRunner:
                 heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
                 max_poll_interval_ms=self.settings.max_poll_interval_ms,
             )
-            consumer.subscribe(self.processor.topics, listener=_CommitBeforeRevoke(self._lock))
+            listener = _CommitBeforeRevoke(self._lock, lambda: _generation(consumer))
+            consumer.subscribe(self.processor.topics, listener=listener)
             return consumer
 
         producer = await self._start_with_backoff(
@@ -352,14 +364,14 @@ class StepRunner:
         publisher: Publisher,
         dead_letters: DeadLetters,
     ) -> None:
-        deliveries: list[asyncio.Future] = []
+        sent: list[tuple[ConsumerRecord, list[asyncio.Future]]] = []
         offsets: dict[TopicPartition, int] = {}
         for tp, records in batch.items():
             for record in records:
-                deliveries += await self.processor.process(record, publisher, dead_letters)
+                sent.append((record, await self.processor.process(record, publisher, dead_letters)))
                 offsets[tp] = record.offset + 1
                 self._positions[tp] = record.offset + 1
-        await asyncio.gather(*deliveries)
+        await self.processor.settle(sent, publisher, dead_letters)
         await consumer.commit(offsets)
         self.processed += sum(len(r) for r in batch.values())
 

@@ -36,6 +36,12 @@ class KafkaSettings(BaseSettings):
     ssl_cafile: str | None = None
     # A prefix on every topic name lets several deployments (or test runs) share one cluster.
     topic_prefix: str = ""
+    max_request_bytes: int = Field(
+        1_048_576,
+        gt=0,
+        description="largest record a producer sends: the broker's message.max.bytes (1 MiB "
+        "by default, set so in the local stack)",
+    )
 
     def client_options(self) -> dict[str, Any]:
         """Keyword arguments common to aiokafka producers, consumers and admin clients."""

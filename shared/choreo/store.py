@@ -100,7 +100,10 @@ class Store:
     def path_of(self, ref: ArrayRef) -> Path:
         """The only file ``ref`` may name: ``<root>/<sha[:2]>/<sha>.h5``. Anything else is an
         ``OutsideStore`` error (nothing is touched on disk)."""
-        parsed = urlparse(ref.uri)
+        try:
+            parsed = urlparse(ref.uri)
+        except ValueError as exc:  # e.g. an unbalanced IPv6 bracket
+            raise OutsideStore("not a URI") from exc
         if parsed.scheme != "file":
             raise OutsideStore(f"scheme {parsed.scheme[:16]!r} is not this store's (file)")
         if parsed.netloc not in ("", "localhost"):
@@ -207,6 +210,8 @@ class Store:
     def _read(self, f: h5py.File, ref: ArrayRef, name: str) -> np.ndarray:
         """One dataset, once its shape and type are the referenced ones and its decompressed
         size is bounded by the store's cap."""
+        if name not in f:
+            raise PermanentError("missing-dataset", f"{ref.uri}: no dataset {name!r} in the file")
         dataset = f[name]
         if not isinstance(dataset, h5py.Dataset):
             raise PermanentError("unreadable-file", f"{ref.uri}: {name!r} is not a dataset")

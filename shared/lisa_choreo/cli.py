@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from lisa_choreo.commands import (
+    acl,
     catalog,
     demo,
     dlq,
@@ -38,6 +39,7 @@ COMMANDS = (
     trace,
     dlq,
     report,
+    acl,
     topology,
     schemas,
 )

@@ -163,6 +163,11 @@ def _info(ds: h5py.Dataset, layout: str, where: str) -> tuple[float, float, int]
     return t0, dt, n
 
 
+def locate_tdi(f: h5py.File, path: str) -> tuple[h5py.Dataset, str]:
+    """The TDI dataset of an open LDC or Radler file, and its layout ('ldc' or 'radler')."""
+    return _locate(f, path)
+
+
 def ldc_info(path: str) -> tuple[float, float, int]:
     """(t0, dt, n) of the TDI data, reading only attributes and two time stamps.
 

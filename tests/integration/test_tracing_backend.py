@@ -24,6 +24,7 @@ from choreo.topology import ensure_topics
 from lisa_choreo import flows, traceview
 from lisa_choreo.localstack import tracing_ui
 from lisa_choreo.registry import SERVICE_MODULES, topology
+from lisa_pipeline.topics import CATALOG as CATALOG_TOPIC
 from lisa_pipeline.topics import SOURCES_ESTIMATES
 from tests.conftest import Services, read_all, wait_until
 
@@ -74,6 +75,14 @@ def run(kafka, zipkin, tmp_path_factory) -> Iterator[Run]:
         "the estimates of both segments",
     )
     segment_ids = sorted({dict(r.headers)["ce_subject"].decode() for r in estimates})
+    if CATALOG:  # the catalogue's updates are the last hop: every segment's flow ends there
+        ids = {dict(r.headers)["ce_id"] for r in estimates}
+
+        def caused() -> set[bytes]:
+            records = read_all(settings, CATALOG_TOPIC)
+            return {dict(r.headers).get("ce_causationid") for r in records}
+
+        wait_until(lambda: ids <= caused(), 120, "the catalogue's updates for both segments")
     yield Run(svc, zipkin, segment_ids)
     for proc in svc.started:
         proc.terminate()

@@ -1,9 +1,18 @@
-"""``lisa-choreo stack up|down|status|env``: the local Kafka broker(s) and the Zipkin tracing UI."""
+"""``lisa-choreo stack up|down|status|env``: the local Kafka broker(s) and the Zipkin tracing UI.
+
+``stack up --secure`` starts the broker with TLS and SASL SCRAM-SHA-512 on its client port, ACLs
+only (``allow.everyone.if.no.acl.found=false``), one principal per service and an operator, and
+applies the ACLs derived from the topology (``lisa_choreo.security``); ``stack env --service
+NAME`` prints the environment a service (or ``operator``) runs with there: its password as a
+file reference, never the value.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import shlex
+import sys
 
 from choreo.settings import KafkaSettings
 
@@ -23,6 +32,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--port", type=int, default=_port(), help="first broker port (default 9092)")
     p.add_argument("--nodes", type=int, default=1, choices=[1, 3], help="1, or 3 for faults")
+    p.add_argument(
+        "--secure",
+        action="store_true",
+        help="TLS + SASL SCRAM-SHA-512 + ACLs derived from the topology (one node); status, env "
+        "and down find a secure stack by themselves",
+    )
+    p.add_argument(
+        "--service",
+        metavar="NAME",
+        help="with env: the Kafka environment of this service (or 'operator') on the secure "
+        "stack; the password as a file reference",
+    )
     p.add_argument("--no-topics", action="store_true", help="do not create the topology's topics")
     p.add_argument("--no-tracing", action="store_true", help="leave the tracing backend out")
     p.add_argument(
@@ -41,12 +62,26 @@ def run(args: argparse.Namespace) -> int:
 
     # Probing a broker that is still starting is expected to fail a few times: keep it quiet.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    nodes = brokers.cluster_nodes(args.port, args.nodes)
+    secure = args.secure or brokers.formatted_secure(args.port)
+    if args.action == "up" and secure and not args.secure:
+        raise brokers.StackError(
+            f"the stack on port {args.port} is a secure one: `stack up --secure`"
+        )
+    if secure and args.nodes != 1:
+        raise brokers.StackError("a secure stack runs one node (--nodes 1)")
+    if args.service and args.action != "env":
+        raise brokers.StackError("--service goes with `stack env`")
+    nodes = brokers.cluster_nodes(args.port, args.nodes, secure=secure)
     zipkin = None if args.no_tracing else tracing_ui.ZipkinServer(args.zipkin_port)
     if args.action == "env":
+        if args.service:
+            _print_service_env(args.service, nodes)
         url = zipkin.url if zipkin else tracing_ui.backend_url()
         for name, value in tracing_ui.otel_env(url).items():
             print(f"export {name}={value}")
+        return 0
+    if secure and args.action == "up":
+        _secure_up(nodes, zipkin, args.no_topics)
         return 0
     if args.action == "up":
         # The tracing JVM boots while Kafka does; both are waited for below.
@@ -83,3 +118,56 @@ def run(args: argparse.Namespace) -> int:
             for name, value in tracing_ui.otel_env(zipkin.url).items():
                 print(f"    {name}={value}")
     return 0 if ready else 1
+
+
+def _print_service_env(service: str, nodes: list) -> None:
+    from lisa_choreo.localstack.brokers import StackError
+    from lisa_choreo.registry import topology
+    from lisa_choreo.security import acls, credentials
+
+    known = acls.principals(topology())
+    if service not in known:
+        raise StackError(f"unknown service {service!r}; known: {', '.join(known)}")
+    files = credentials.SecureFiles(credentials.secure_dir())
+    if not files.password_file(service).exists():
+        raise StackError(
+            f"no credentials for {service!r} in {files.root}: `lisa-choreo stack up --secure`"
+        )
+    bootstrap = ",".join(n.bootstrap for n in nodes)
+    for name, value in files.client_env(service, bootstrap, KafkaSettings().topic_prefix).items():
+        print(f"export {name}={shlex.quote(value)}")
+
+
+def _secure_up(nodes: list, zipkin, no_topics: bool) -> None:
+    """Credentials (made once), the broker, the topology's topics and its ACLs, as the admin."""
+    from lisa_choreo.localstack import brokers, tracing_ui
+    from lisa_choreo.registry import topology
+    from lisa_choreo.security import acl_admin, acls, credentials
+
+    deployment = topology()
+    prefix = KafkaSettings().topic_prefix
+    files = credentials.ensure(acls.principals(deployment))
+    zipkin_started = zipkin is not None and tracing_ui.launch(zipkin)
+    started = brokers.up(nodes)
+    if zipkin is not None:
+        tracing_ui.wait_ready(zipkin)
+    missing = sorted(set(files.principals()) - set(brokers.scram_users(nodes[0])))
+    if missing:
+        print(
+            f"warning: no SCRAM user for {', '.join(missing)}: the storage was formatted before "
+            "they existed (stack down, remove its state directory, stack up --secure)",
+            file=sys.stderr,
+        )
+    admin = nodes[0].admin_settings().model_copy(update={"topic_prefix": prefix})
+    if not no_topics:
+        from choreo.topology import ensure_topics
+
+        asyncio.run(ensure_topics(admin, deployment.all_topics()))
+    bindings = acls.derive(deployment, prefix)
+    asyncio.run(acl_admin.create_acls(admin, bindings))
+    print("started" if started or zipkin_started else "already running")
+    print(
+        f"secure: SASL_SSL (SCRAM-SHA-512) on {nodes[0].bootstrap}, "
+        f"{len(bindings)} ACL bindings for {len(acls.by_principal(bindings))} principals; "
+        f"credentials in {files.root}"
+    )
