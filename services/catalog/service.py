@@ -47,7 +47,7 @@ from choreo.errors import PermanentError, TransientError
 from choreo.health import Health
 from choreo.logs import configure_logging
 from choreo.processing import failure_of, retry_policy
-from choreo.publisher import Publisher, default_client_id, make_producer
+from choreo.publisher import Publisher, default_client_id, make_producer, record_size
 from choreo.retry import retry
 from choreo.runner import instance_id, leave_group
 from choreo.settings import KafkaSettings, StepSettings
@@ -180,6 +180,7 @@ class Catalog:
             key_serializer="raw",
             value_serializer="raw",
             web_enabled=False,
+            producer_max_request_size=self.kafka.max_request_bytes,
         )
         self.source_topic = self.app.topic(
             self.kafka.topic(SOURCES_ESTIMATES), key_serializer="raw", value_serializer="raw"
@@ -268,10 +269,21 @@ class Catalog:
                 envelope = codec.decode(message.key, message.value, message.headers, _TYPES)
                 tracing.describe_event(span, envelope)
                 key = grid_key(envelope.data)
+                headers = forward_headers(message)
+                size = record_size(key.encode(), message.value, headers)
+                if size > self.kafka.max_request_bytes:
+                    raise PermanentError(
+                        "output-too-large",
+                        f"{size} bytes forwarded > {self.kafka.max_request_bytes}",
+                    )
             except PermanentError as exc:
                 await self._dead_letter(message, exc, span)
                 return
-            headers = forward_headers(message)
+            except Exception as exc:  # last resort: no input may stop the catalogue
+                log.exception("catalog failed on an input")
+                error = PermanentError("internal-error", f"{type(exc).__name__}: {exc}")
+                await self._dead_letter(message, error, span)
+                return
             topic = self.by_grid.get_topic_name()
             with tracing.send_span(topic, envelope.id, key):
                 tracing.inject(headers)
@@ -297,6 +309,10 @@ class Catalog:
                 envelope = codec.decode(original.key, original.value, original.headers, _TYPES)
                 tracing.describe_event(span, envelope)
                 stack = await self._stacked(key, envelope, span)
+                if stack is not None:  # an update the broker would refuse: refuse the input
+                    publisher, _ = await self._outputs()
+                    for body in stack.changed(self.settings.association_bins):
+                        publisher.check_size(CATALOG, self._update(body, stack, envelope))
             except PermanentError as exc:
                 await self._dead_letter(original, exc, span)
                 return
@@ -364,16 +380,20 @@ class Catalog:
                 "lisa.contributing_traces": len(links),
             },
         ):
-            envelope = Envelope(
-                id=derive_event_id(body.source_id, SERVICE, stack.version()),
-                source=SERVICE,
-                data=body,
-                correlation_id=cause.correlation_id,
-                causation_id=cause.id,
-                subject=body.source_id,
-                key=body.source_id,
-            )
-            return await publisher.send(CATALOG, envelope)
+            return await publisher.send(CATALOG, self._update(body, stack, cause))
+
+    @staticmethod
+    def _update(body: CatalogSource, stack: GridStack, cause: Envelope[Any]) -> Envelope[Any]:
+        """One source's update, with an id that names the set of stacked segments."""
+        return Envelope(
+            id=derive_event_id(body.source_id, SERVICE, stack.version()),
+            source=SERVICE,
+            data=body,
+            correlation_id=cause.correlation_id,
+            causation_id=cause.id,
+            subject=body.source_id,
+            key=body.source_id,
+        )
 
     async def _load(self, ref: ArrayRef) -> dict[str, np.ndarray]:
         """The statistic from the claim-check store; transient failures retried with backoff."""

@@ -48,15 +48,17 @@ class DeadLetter(Record):
 
     @property
     def origin(self) -> str | None:
-        """The topic the record failed on (``dlq_topic``); None when absent or not UTF-8."""
-        name = DLQ_HEADER_PREFIX + "topic"
-        if name in self.bad_headers:
-            return None
-        return self.headers.get(name) or None
+        """The topic this letter goes home to: the one its dead-letter topic belongs to
+        (``<origin>.dlq``), never a topic named by a header, which anyone could forge."""
+        home = self.topic.removesuffix(DLQ_SUFFIX)
+        return home if self.topic.endswith(DLQ_SUFFIX) and home else None
 
     @property
     def problems(self) -> list[str]:
         problems = super().problems
+        header = self.get("topic")
+        if header and header != self.origin:
+            problems.append(printable(f"dlq_topic {header!r} is not its home {self.origin!r}"))
         if self.get("time") and self.failed_at is None:
             problems.append(printable(f"dlq_time {self.get('time')!r} is not an ISO 8601 time"))
         return problems
@@ -141,8 +143,8 @@ async def replay(
     settings: KafkaSettings, letters: list[DeadLetter]
 ) -> tuple[list[str], list[str], list[str]]:
     """Send each letter's original record (key, value, headers but ``dlq_*``, as bytes) back to
-    its topic. Returns the refs replayed, skipped (already replayed) and refused (nowhere to send
-    it: no readable ``dlq_topic`` header, or no such topic)."""
+    home topic (the one its dead-letter topic belongs to). Returns the refs replayed, skipped
+    (already replayed) and refused (not on a ``.dlq`` topic, or its home topic is gone)."""
     targets = [(d, d.origin) for d in letters]
     refused = [d.ref for d, origin in targets if origin is None]
     todo = [(d, origin) for d, origin in targets if origin is not None]

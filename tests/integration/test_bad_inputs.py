@@ -37,6 +37,21 @@ def _segment(store: Store, kind: str, name: str) -> tuple[ArrayRef, Path | None]
         aside = path.with_suffix(".aside")
         shutil.move(path, aside)
         return ref, aside
+    if kind in ("outside", "symlink"):  # a foreign file, named by its real SHA-256
+        foreign = store.root.parent / f"foreign-{name}.h5"
+        shutil.copy(path, foreign)
+        if kind == "outside":
+            return ref.model_copy(update={"uri": foreign.as_uri()}), None
+        path.unlink()
+        path.symlink_to(foreign)  # the store's own name, pointing elsewhere
+        return ref, None
+    if kind == "dotdot":
+        uri = f"{store.root.as_uri()}/{ref.sha256[:2]}/../../{path.name}"
+        return ref.model_copy(update={"uri": uri}), None
+    if kind == "host":
+        return ref.model_copy(update={"uri": "file://elsewhere" + path.as_posix()}), None
+    if kind == "shape":
+        return ref.model_copy(update={"shapes": {c: [N // 2] for c in "XYZ"}}), None
     if kind in ("tampered", "truncated"):
         blob = path.read_bytes()
         path.unlink()  # store files are immutable: replace, never write into, the original
@@ -67,6 +82,14 @@ def _record(case: dict, store: Store, index: int) -> tuple[bytes, bytes, list, P
         value = case["body_text"].encode()
     if "body" in case:
         value = json.dumps(case["body"]).encode()
+    if "body_number_digits" in case:
+        value = value[:-1] + b', "n": ' + b"9" * case["body_number_digits"] + b"}"
+    if "body_nesting" in case:
+        value = b"[" * case["body_nesting"] + b"]" * case["body_nesting"]
+    if "extra_header_bytes" in case:
+        headers = [*headers, ("x-big", b"h" * case["extra_header_bytes"])]
+    if "extra_headers" in case:
+        headers = [*headers, *((f"x-{i}", b"v") for i in range(case["extra_headers"]))]
     if case.get("oversize"):
         value = value[:-1] + b', "padding": "' + b"x" * 1_010_000 + b'"}'  # < broker max
     if "ce_type" in case:
@@ -131,3 +154,60 @@ def test_every_bad_input_is_dead_lettered_and_replay_completes_the_flow(services
     listing = services.cli("dlq", "list")
     assert "checksum-mismatch" in listing.stdout
     assert listing.returncode == 0
+
+
+def test_hostile_inbox_files_are_rejected_with_a_reason_and_the_watcher_goes_on(
+    services: Services, tmp_path: Path
+):
+    """A dangling symlink, a file that is not HDF5, a string dt, a dt longer than a segment:
+    each is moved to rejected/ with its reason; a half-uploaded ``.part`` is left alone; the good
+    file after them is published; the watcher stays ready throughout."""
+    import h5py
+
+    from lisa_science.ldc import TDIData, write_ldc
+
+    inbox = tmp_path / "inbox"
+    ingest = services.start("ingest", LISA_INGEST_INBOX=str(inbox), LISA_INGEST_POLL_S="0.2")
+    x, y, z = analytic_tdi_noise(N, DT, np.random.default_rng(5))
+    staging = tmp_path / "staging"
+    staging.mkdir()
+
+    def ldc(name: str, **attrs) -> Path:
+        path = staging / name
+        write_ldc(str(path), TDIData(t0=0.0, dt=DT, x=x, y=y, z=z))
+        with h5py.File(path, "r+") as f:
+            for key, value in attrs.items():
+                f["obs/tdi"].attrs[key] = value
+        return path
+
+    hostile = {
+        "junk.h5": None,
+        "string-dt.h5": ldc("string-dt.h5", dt="five seconds"),
+        "long-dt.h5": ldc("long-dt.h5", dt=2e5),
+    }
+    (staging / "junk.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    hostile["junk.h5"] = staging / "junk.h5"
+    for name, path in hostile.items():
+        path.rename(inbox / name)
+    (inbox / "dangling.h5").symlink_to(tmp_path / "gone.h5")
+    (inbox / "uploading.h5.part").write_bytes(b"half a file")
+    wait_until(
+        lambda: all(
+            (inbox / "rejected" / f"{n}.reason.txt").exists() for n in [*hostile, "dangling.h5"]
+        ),
+        60,
+        "every hostile file rejected with its reason",
+    )
+    assert ingest.ready
+    good = ldc("good.h5")
+    good.rename(inbox / "good.h5")
+    published = wait_until(lambda: read_all(services.settings, SEGMENTS_RAW), 60, "the good file")
+    assert len(published) == 1
+    wait_until(lambda: (inbox / "done" / "good.h5").exists(), 30, "good.h5 moved to done/")
+    reasons = {n: (inbox / "rejected" / f"{n}.reason.txt").read_text() for n in hostile}
+    assert "dt" in reasons["long-dt.h5"]
+    assert reasons["junk.h5"].strip()
+    assert (inbox / "rejected" / "dangling.h5").is_symlink()
+    assert (inbox / "uploading.h5.part").exists()  # never taken before its rename
+    assert ingest.ready
+    assert ingest.alive

@@ -265,7 +265,7 @@ def test_catalogue_stacks_dedups_dead_letters_traces_and_writes_products(catalog
     assert row["source_id"] == final.source_id
     assert int(row["n_segments"]) == 8
     assert float(row["stacked_statistic"]) == pytest.approx(final.stacked_statistic)
-    h5 = store.get(_stored(products / "catalog.h5"), ["source_id", "n_segments"])
+    h5 = store.get(_stored(products / "catalog.h5", store), ["source_id", "n_segments"])
     assert h5["source_id"].tolist() == [final.source_id.encode()]
 
     # Tracing: one CONSUMER span per input, child of its producer; fan-in links on updates.
@@ -286,11 +286,20 @@ def test_catalogue_stacks_dedups_dead_letters_traces_and_writes_products(catalog
     assert {s["parent_id"] for s in sends} == {s["span_id"] for s in updates}
 
 
-def _stored(path) -> object:
-    """An ArrayRef for a product file, to read it through the store's checksum check."""
+def _stored(path, store: Store) -> object:
+    """The reference of a product file's copy in the store (catalog.h5 is put there too), to
+    read it through the store's checks: it must name the same bytes."""
+    import h5py
+
     from choreo.store import ArrayRef, sha256_file
 
-    return ArrayRef(uri=path.as_uri(), sha256=sha256_file(path), size_bytes=0, shapes={})
+    digest = sha256_file(path)
+    with h5py.File(path, "r") as f:
+        shapes = {name: list(f[name].shape) for name in f}
+        dtypes = {name: f[name].dtype.name for name in f}
+    copy = store.root / digest[:2] / f"{digest}.h5"
+    size = path.stat().st_size
+    return ArrayRef(uri=copy.as_uri(), sha256=digest, size_bytes=size, shapes=shapes, dtypes=dtypes)
 
 
 def test_sigkill_mid_stream_then_restart_counts_every_segment_once(catalog):

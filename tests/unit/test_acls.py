@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from choreo.step import Consumes, Produces, Step
-from choreo.topology import Topology, TopicSpec
+from choreo.topology import TopicSpec, Topology
 from lisa_choreo.registry import topology
 from lisa_choreo.security.acls import (
     CLUSTER,
@@ -125,7 +125,8 @@ def test_no_wildcard_and_allow_only(plan):
     assert plan == sorted(set(plan))
     for b in plan:
         assert "*" not in b.resource_name
-        assert b.principal.startswith("User:") and not b.principal.endswith("*")
+        assert b.principal.startswith("User:")
+        assert not b.principal.endswith("*")
         assert b.permission.name == "ALLOW"
         assert b.host == "*"  # any client host: the broker listens on loopback only
     assert set(by_principal(plan)) == {f"User:{n}" for n in principals(topology())}

@@ -182,10 +182,11 @@ def test_a_dead_letter_wraps_a_record() -> None:
 
 def test_a_malformed_letter_is_reported_and_selected_as_far_as_it_reads() -> None:
     bad = letter(("dlq_topic", b"\xff"), ("dlq_service", None), time=b"yesterday", offset=18)
-    assert bad.origin is None  # nowhere to replay it
+    assert bad.origin == "lisa.segments.raw"  # its home: the topic its .dlq belongs to
     assert bad.failed_at is None
     assert bad.problems == [
         "header(s) dlq_topic not UTF-8 (read as hex)",
+        "dlq_topic 'ff' is not its home 'lisa.segments.raw'",
         "dlq_time 'yesterday' is not an ISO 8601 time",
     ]
     assert bad.summary()["service"] == ""
@@ -197,11 +198,12 @@ def test_a_malformed_letter_is_reported_and_selected_as_far_as_it_reads() -> Non
     assert dlq_admin.select([bad, good], ids=["lisa.segments.raw.dlq/3/18"]) == [bad]
 
 
-def test_letters_without_a_readable_origin_are_refused_before_any_broker_is_asked() -> None:
-    missing = dlq_admin.DeadLetter.of(consumer_record([("ce_id", b"x")]), "t1234.")
-    undecodable = letter(("dlq_topic", b"\xff"))
-    replayed, skipped, refused = asyncio.run(
-        dlq_admin.replay(KafkaSettings(), [missing, undecodable])
+def test_a_letter_goes_home_only_never_where_a_header_points() -> None:
+    forged = letter(("dlq_topic", b"lisa.catalog"))  # the last dlq_topic wins in the decoder
+    assert forged.origin == "lisa.segments.raw"
+    not_a_dlq = dlq_admin.DeadLetter.of(
+        consumer_record([("ce_id", b"x")], topic="t1234.lisa.catalog"), "t1234."
     )
-    assert (replayed, skipped) == ([], [])
-    assert refused == [missing.ref, undecodable.ref]
+    assert not_a_dlq.origin is None
+    replayed, skipped, refused = asyncio.run(dlq_admin.replay(KafkaSettings(), [not_a_dlq]))
+    assert (replayed, skipped, refused) == ([], [], [not_a_dlq.ref])
