@@ -152,6 +152,7 @@ def test_headers_describe_what_the_codec_and_dead_letters_write(document: dict[s
 
     class Capture:
         topic_prefix = ""
+        max_request_bytes = 1_048_576
         headers: ClassVar[list[tuple[str, bytes]]] = []
 
         async def send_raw(self, topic: str, key: Any, value: Any, headers: list) -> None:
