@@ -8,10 +8,12 @@ Zipkin's model drops: span links); each test reads that run from another side.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from choreo.topology import ensure_topics
 from lisa_choreo import flows, traceview
 from lisa_choreo.localstack import tracing_ui
 from lisa_choreo.registry import SERVICE_MODULES, topology
+from lisa_pipeline.stages import STAGES
 from lisa_pipeline.topics import CATALOG as CATALOG_TOPIC
 from lisa_pipeline.topics import SOURCES_ESTIMATES
 from tests.conftest import Services, read_all, wait_until
@@ -155,6 +158,33 @@ def _ancestry(span: dict, by_id: dict[str, dict]) -> list[dict]:
 
 def trace_cli(run: Run, *args: str, url: str | None = None) -> subprocess.CompletedProcess:
     return run.services.cli("trace", *args, LISA_ZIPKIN_URL=url or run.zipkin.url)
+
+
+def test_zipkin_dependencies_draw_the_choreography_through_its_topics(run: Run):
+    """Kafka spans carry their topic as remote endpoint, so Zipkin's dependency API (and its
+    Dependencies view) links every service to the next through the topic between them."""
+    complete_trace(run, run.segment_ids[0])
+    settings = run.services.settings
+    hops = [
+        (s.service, s.produces, next_stage.service)
+        for s, next_stage in itertools.pairwise(STAGES)
+        if next_stage.service in EXPECTED
+    ]
+    wanted = {
+        link
+        for producer, topic, consumer in hops
+        for link in ((producer, settings.topic(topic)), (settings.topic(topic), consumer))
+    }
+
+    def links() -> set[tuple[str, str]] | None:
+        end_ms = int(time.time() * 1000)
+        found = tracing_ui.query(
+            run.zipkin.url, f"/api/v2/dependencies?endTs={end_ms}&lookback=3600000"
+        )
+        pairs = {(d["parent"], d["child"]) for d in found}
+        return pairs if wanted <= pairs else None
+
+    assert wait_until(links, 60, f"Zipkin dependency links {sorted(wanted)}")
 
 
 def test_trace_command_rebuilds_the_same_flow_from_the_backend_and_from_the_topics(run: Run):

@@ -6,7 +6,7 @@ loopback only, in its own session, with a pid file checked against ``/proc/<pid>
 recycled pid is never signalled; ``up`` waits until ``/health`` answers UP.
 
 Spans reach it through Zipkin's native intake ``POST /api/v2/spans``, sent by the OpenTelemetry
-SDK's Zipkin exporter (``OTEL_TRACES_EXPORTER=zipkin_json``): Zipkin's OTLP module
+SDK's Zipkin exporter (``OTEL_TRACES_EXPORTER=zipkin_messaging``, see choreo.tracing): Zipkin's OTLP module
 (``io.zipkin.contrib.otel:zipkin-module-otel``) is not published on Maven Central, so OTLP has no
 door here. Zipkin's span model has no links: fan-in links (the catalogue's) do not survive.
 """
@@ -33,7 +33,7 @@ from lisa_choreo.localstack.brokers import (
 )
 
 DEFAULT_URL = "http://127.0.0.1:9411"
-EXPORTER = "zipkin_json"  # entry point of opentelemetry-exporter-zipkin-json
+EXPORTER = "zipkin_messaging"  # choreo.tracing: Zipkin JSON v2, topics as remote endpoints
 
 
 def backend_url() -> str:
