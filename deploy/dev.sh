@@ -27,9 +27,44 @@ if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt .venv/.installed ]; then
     touch .venv/.installed
 fi
 
+# What the tests need beyond Python: a JDK and Maven (the local Kafka and Zipkin are assembled
+# from Maven Central) and Chromium (the browser test opens a trace in Zipkin's UI). Installed from
+# the distribution's packages when absent and this runs as root with apt-get; otherwise each
+# missing tool is named with what it costs.
+can_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
+say() { echo "deploy/dev.sh: $*" >&2; }
+apt_ready=""
+apt_install() {  # apt_install PACKAGE...: true if installed
+    can_apt || return 1
+    say "installing $* from the distribution's packages (apt-get install -y $*)"
+    if [ -z "$apt_ready" ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || return 1
+        apt_ready=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_test_tools() {
+    if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
+        if ! apt_install default-jdk-headless maven; then
+            say "no JDK or Maven, and they cannot be installed here (not root, no apt-get, or" \
+                "the install failed): the tests marked 'kafka' fail unless a broker already" \
+                "answers on ${LISA_KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
+        fi
+    fi
+    if ! command -v chromium >/dev/null 2>&1; then
+        if ! apt_install chromium; then
+            say "Chromium absent and not installable here (not root, no apt-get, or the install" \
+                "failed): SKIPPED: the browser test" \
+                "tests/integration/test_tracing_backend.py::test_zipkin_ui_shows_the_trace_of_a_segment" \
+                "(install it with: sudo apt-get install chromium)"
+        fi
+    fi
+}
+
 cmd="${1:-}"; shift || true
 case "$cmd" in
     demo) exec .venv/bin/lisa-choreo demo "$@" ;;
-    test) exec .venv/bin/pytest "$@" ;;
+    test) ensure_test_tools; exec .venv/bin/pytest "$@" ;;
     *) echo "usage: bash deploy/dev.sh demo|test [args...]" >&2; exit 2 ;;
 esac

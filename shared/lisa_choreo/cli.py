@@ -16,6 +16,8 @@ from lisa_choreo.commands import (
     demo,
     dlq,
     ingest,
+    plot,
+    process,
     report,
     run,
     schemas,
@@ -28,6 +30,7 @@ from lisa_choreo.commands import (
 )
 
 COMMANDS = (
+    process,
     demo,
     stack,
     run,
@@ -39,6 +42,7 @@ COMMANDS = (
     trace,
     dlq,
     report,
+    plot,
     acl,
     topology,
     schemas,

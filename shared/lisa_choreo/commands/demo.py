@@ -7,7 +7,7 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "demo", help="the main job: simulate, run every service, print the catalogue"
+        "demo", help="the main job on simulated data: simulate, then process the file"
     )
     p.add_argument("--days", type=int, default=30, help="daily segments to simulate")
     p.add_argument("--seed", type=int, default=1)

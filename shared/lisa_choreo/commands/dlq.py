@@ -21,13 +21,58 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _read_with_progress(settings, topics: list[str] | None) -> list:
+    """``dlq_admin.read_dead_letters``, one dead-letter topic at a time under a progress bar
+    (stderr, terminal only): the same letters in the same order."""
+    from lisa_choreo import dlq_admin
+    from lisa_choreo.progress import task_bar
+
+    names = topics or dlq_admin.dlq_topics()
+    letters: list = []
+    with task_bar(transient=True) as bar:
+        task = bar.add_task("reading dead letters", total=len(names))
+        for name in names:
+            bar.update(task, description=f"reading {name}")
+            letters += asyncio.run(dlq_admin.read_dead_letters(settings, [name]))
+            bar.advance(task)
+    return sorted(letters, key=lambda d: (d.get("time"), d.ref))
+
+
+def _replay_with_progress(settings, chosen: list) -> tuple[list, list, list]:
+    """``dlq_admin.replay`` once per home topic, the bar advancing by each topic's letters.
+    Replay reads each home topic once to skip letters already replayed, so grouping by home
+    topic reads nothing twice; letters without a home are refused by the first call."""
+    from lisa_choreo import dlq_admin
+    from lisa_choreo.progress import task_bar
+
+    groups: dict[str | None, list] = {}
+    for d in chosen:
+        groups.setdefault(d.origin, []).append(d)
+    replayed: list = []
+    skipped: list = []
+    refused: list = []
+    with task_bar() as bar:
+        task = bar.add_task(f"replaying {len(chosen)} letter(s)", total=len(chosen))
+        for origin, letters in groups.items():
+            bar.update(task, description=f"replaying {len(letters)} letter(s) to {origin}")
+            r, s, f = asyncio.run(dlq_admin.replay(settings, letters))
+            replayed += r
+            skipped += s
+            refused += f
+            bar.advance(task, len(letters))
+    return replayed, skipped, refused
+
+
 def run(args: argparse.Namespace) -> int:
     from choreo.settings import KafkaSettings
     from lisa_choreo import dlq_admin
     from lisa_choreo.records import printable
 
     settings = KafkaSettings()
-    letters = asyncio.run(dlq_admin.read_dead_letters(settings, args.topic))
+    if args.action == "replay":
+        letters = _read_with_progress(settings, args.topic)
+    else:
+        letters = asyncio.run(dlq_admin.read_dead_letters(settings, args.topic))
     chosen = dlq_admin.select(letters, args.ids, args.reason, args.since, args.until)
     for d in chosen:  # a malformed letter is listed as far as it reads, and said so
         for problem in d.problems:
@@ -39,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
                 "--topic)"
             )
             return 2
-        replayed, skipped, refused = asyncio.run(dlq_admin.replay(settings, chosen))
+        replayed, skipped, refused = _replay_with_progress(settings, chosen)
         print(f"replayed {len(replayed)}, skipped {len(skipped)} already replayed")
         if refused:
             print(

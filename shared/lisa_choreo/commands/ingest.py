@@ -1,8 +1,15 @@
-"""``lisa-choreo ingest FILE...``: cut LDC files into segments and publish them."""
+"""``lisa-choreo ingest FILE...``: cut LDC files into segments and publish them.
+
+On a terminal a progress bar (stderr) follows each file: checking it (the whole file is read and
+validated, then hashed), then publishing its segments, counted as they reach
+``lisa.segments.raw`` (its offsets, read without a consumer group; a file's segments become
+visible to consumers all at once, when its transaction commits).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from pathlib import Path
 
@@ -16,9 +23,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+async def _publish_following(plan, settings, force: bool, bar, task):
+    """``publish_file`` while a watcher advances the bar by the records reaching the raw topic
+    (capped at the file's segments: other producers may write there too)."""
+    from choreo.settings import KafkaSettings
+    from choreo.store import Store
+    from lisa_choreo.progress import OffsetReader
+    from lisa_pipeline.topics import SEGMENTS_RAW
+    from lisa_services.ingest.publish import publish_file
+
+    kafka = KafkaSettings()
+    total = len(plan.bounds)
+    async with OffsetReader(kafka, [SEGMENTS_RAW]) as reader:
+        start = await reader.records(SEGMENTS_RAW)
+        publishing = asyncio.create_task(
+            publish_file(plan, Store(), kafka, settings.overlap_s, force)
+        )
+        while not publishing.done():
+            await asyncio.wait({publishing}, timeout=0.5)
+            sent = await reader.records(SEGMENTS_RAW) - start
+            bar.update(task, completed=min(max(sent, 0), total))
+        result = publishing.result()
+    bar.update(task, completed=total)
+    return result
+
+
 def run(args: argparse.Namespace) -> int:
+    import logging
+
     from choreo.tracing import configure_tracing
+    from lisa_choreo.progress import task_bar
     from lisa_science.ldc import LDCFormatError
+    from lisa_services.ingest.files import plan_file
     from lisa_services.ingest.service import IngestSettings, ingest_file
 
     settings = IngestSettings()
@@ -28,14 +64,32 @@ def run(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"overlap_s": args.overlap_s})
     provider = configure_tracing("ingest")
     status = 0
-    for path in args.files:
-        try:
-            result = ingest_file(path, settings, force=args.force)
-        except LDCFormatError as exc:
-            print(f"lisa-choreo: refused {path}: {exc}", file=sys.stderr)
-            status = 2
-            continue
-        verb = "published" if result.published else "already ingested, published nothing for"
-        print(f"{path}: {verb} {result.segments} segment(s)")
+    bar = task_bar()
+    with bar:
+        if not bar.disable:
+            logging.getLogger("aiokafka").setLevel(logging.ERROR)
+        for path in args.files:
+            task = None
+            try:
+                if bar.disable:  # no terminal: the service's own one call
+                    result = ingest_file(path, settings, force=args.force)
+                else:
+                    task = bar.add_task(f"{path.name}: checking", total=None)
+                    plan = plan_file(path, settings.segment_s, settings.overlap_s)
+                    bar.update(
+                        task,
+                        description=f"{path.name}: publishing {len(plan.bounds)} segment(s)",
+                        total=len(plan.bounds),
+                        completed=0,
+                    )
+                    result = asyncio.run(_publish_following(plan, settings, args.force, bar, task))
+            except LDCFormatError as exc:
+                if task is not None:
+                    bar.remove_task(task)
+                print(f"lisa-choreo: refused {path}: {exc}", file=sys.stderr)
+                status = 2
+                continue
+            verb = "published" if result.published else "already ingested, published nothing for"
+            print(f"{path}: {verb} {result.segments} segment(s)")
     provider.shutdown()
     return status
