@@ -8,7 +8,8 @@ recycled pid is never signalled; ``up`` waits until ``/health`` answers UP.
 Spans reach it through Zipkin's native intake ``POST /api/v2/spans``, sent by the OpenTelemetry
 SDK's Zipkin exporter (``OTEL_TRACES_EXPORTER=zipkin_messaging``, see choreo.tracing): Zipkin's
 OTLP module (``io.zipkin.contrib.otel:zipkin-module-otel``) is not published on Maven Central, so
-OTLP has no door here. Zipkin's span model has no links: fan-in links (the catalogue's) do not survive.
+OTLP has no door here. Zipkin's span model has no links: fan-in links (the catalogue's) do not
+survive.
 """
 
 from __future__ import annotations
