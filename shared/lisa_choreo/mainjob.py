@@ -164,6 +164,16 @@ def describe_plan(plan: FilePlan) -> str:
 # -- 2. stack --------------------------------------------------------------------------------
 
 
+def _secure_files():
+    from lisa_choreo.security import credentials
+
+    return credentials.SecureFiles(credentials.secure_dir())
+
+
+def is_secure(kafka: KafkaSettings) -> bool:
+    return brokers.formatted_secure(int(kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1]))
+
+
 def stack_up(kafka: KafkaSettings) -> tracing_ui.ZipkinServer | None:
     """The cluster ``kafka`` names if it answers, else the local stack started; Zipkin if it
     answers or can start (None: spans go to a JSON-lines file only)."""
@@ -173,9 +183,14 @@ def stack_up(kafka: KafkaSettings) -> tracing_ui.ZipkinServer | None:
     except brokers.StackError as exc:
         Sections.line(f"no tracing UI ({exc}); spans go to a JSON-lines file")
         zipkin = None
+    port = int(kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+    if brokers.formatted_secure(port):  # `stack up --secure` made this home's stack
+        node = brokers.KafkaNode(port=port, secure=True)
+        kafka = node.admin_settings()
+    else:
+        node = brokers.KafkaNode(port=port)
     if asyncio.run(brokers.probe(kafka.bootstrap_servers, 5.0, kafka)) is None:
-        port = int(kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
-        brokers.up([brokers.KafkaNode(port=port)])
+        brokers.up([node])
     if zipkin is not None:
         try:
             tracing_ui.wait_ready(zipkin)
@@ -201,6 +216,8 @@ class Run:
     catalog_fap: float
     merge_bins: int
     zipkin_url: str | None = None
+    secure: bool = False
+    """The cluster runs ``stack up --secure``: every process uses its own principal."""
     segment_s: float = 86_400.0
     files: list[dict[str, Any]] = field(default_factory=list)
     expected: int = 0
@@ -222,6 +239,7 @@ class Run:
             store_uri=(run_dir / "store").as_uri(),
             catalog_fap=catalog.fap,
             merge_bins=catalog.merge_bins,
+            secure=is_secure(KafkaSettings()),
         )
 
     @property
@@ -236,9 +254,14 @@ class Run:
     def spans_path(self) -> Path:
         return self.run_dir / "spans.jsonl"
 
-    def kafka(self) -> KafkaSettings:
-        """The environment's client settings (security, credentials) on this run's cluster and
-        topic prefix."""
+    def kafka(self, principal: str = "operator") -> KafkaSettings:
+        """Client settings on this run's cluster and topic prefix: on a secure stack those of
+        ``principal`` (the read-only operator for the tools, ``ingest`` to publish, ``admin`` to
+        create topics and ACLs); else the environment's."""
+        if self.secure:
+            return _secure_files().client_settings(
+                principal, self.bootstrap_servers, self.topic_prefix
+            )
         return KafkaSettings().model_copy(
             update={"bootstrap_servers": self.bootstrap_servers, "topic_prefix": self.topic_prefix}
         )
@@ -255,8 +278,16 @@ class Run:
         zenv = tracing_ui.otel_env(self.zipkin_url)
         return {**env, **zenv, "OTEL_TRACES_EXPORTER": zenv["OTEL_TRACES_EXPORTER"] + ",jsonl"}
 
-    def service_env(self) -> dict[str, str]:
+    def service_env(self, service: str) -> dict[str, str]:
+        """A service's environment: on a secure stack its own principal, whose password file
+        it reads (never a password in an environment listing)."""
+        credentials = (
+            _secure_files().client_env(service, self.bootstrap_servers, self.topic_prefix)
+            if self.secure
+            else {}
+        )
         return {
+            **credentials,
             "LISA_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "LISA_KAFKA_TOPIC_PREFIX": self.topic_prefix,
             "LISA_STORE_URI": self.store_uri,
@@ -333,10 +364,15 @@ def execute(
     ]
     run.expected = sum(len(p.bounds) for p in plans)
     run.save()
-    kafka = run.kafka()
-    asyncio.run(ensure_topics(kafka, topology().all_topics()))
-    env = run.service_env()
-    services = [ServiceProcess(n, run.logs_dir / f"{n}.log", env) for n in SERVICES]
+    deployment = topology()
+    asyncio.run(ensure_topics(run.kafka("admin"), deployment.all_topics()))
+    if run.secure:  # this run's prefix gets the ACLs its declarations imply, nothing more
+        from lisa_choreo.security import acl_admin, acls
+
+        asyncio.run(
+            acl_admin.create_acls(run.kafka("admin"), acls.derive(deployment, run.topic_prefix))
+        )
+    services = [ServiceProcess(n, run.logs_dir / f"{n}.log", run.service_env(n)) for n in SERVICES]
     result = JobResult(run)
     say(f"starting {', '.join(SERVICES)}, each its own process (logs in {run.logs_dir})")
     t0 = time.monotonic()
@@ -351,7 +387,7 @@ def execute(
             "progress:"
         )
         display = Display(console or Console(), live=None)
-        asyncio.run(_ingest_and_follow(run, plans, kafka, services, display, stall_s))
+        asyncio.run(_ingest_and_follow(run, plans, run.kafka(), services, display, stall_s))
         result.settled = True
     except JobFailed as exc:
         result.failure = str(exc)
@@ -405,7 +441,7 @@ async def _ingest_and_follow(
 ) -> None:
     provider = _configure_ingest_tracing(run)
     tracker = Tracker(run.expected, started=time.monotonic())
-    ingest = asyncio.create_task(_publish_all(plans, run, kafka))
+    ingest = asyncio.create_task(_publish_all(plans, run, run.kafka("ingest")))
     try:
         async with OffsetReader(kafka) as reader:
             with display:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -556,3 +557,34 @@ def test_the_faust_catalog_runs_as_its_own_principal(secure: SecureStack):
     app_id = secure.topic("catalog")
     assert {f"{app_id}-by-grid", f"{app_id}-stacks-changelog"} <= asyncio.run(topics())
     assert _assert_no_password_anywhere(secure, [workdir]) >= 2
+
+
+# -- the main job, every service as its own principal -------------------------------------------
+
+
+def test_the_main_job_runs_on_the_secure_stack_with_a_principal_per_service(
+    secure: SecureStack, tmp_path: Path
+):
+    """``lisa-choreo process`` on the secure stack: the run's prefix gets the ACLs its
+    declarations imply, each service runs as itself (the ACLs refuse any other writer), the
+    tools read as the operator, and no password shows in any log, span or output."""
+    from lisa_science.ldc import TDIData, write_ldc
+    from lisa_science.simulate import analytic_tdi_noise
+
+    dt, n = 5.0, 3 * 17_280
+    x, y, z = analytic_tdi_noise(n, dt, np.random.default_rng(11))
+    t = np.arange(n) * dt
+    signal = 3e-21 * np.sin(2 * np.pi * 2.5e-3 * t)  # a strong line at 2.5 mHz
+    data = tmp_path / "three-days.h5"
+    write_ldc(str(data), TDIData(t0=0.0, dt=dt, x=x + signal, y=y - signal, z=z))
+    out = tmp_path / "run"
+    result = secure.cli("process", str(data), "--out", str(out))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = json.loads((out / "run.json").read_text())
+    assert record["secure"] is True
+    assert "source(s)" in result.stdout
+    bindings = asyncio.run(acl_admin.describe_acls(secure.settings(credentials.ADMIN)))
+    run_prefix = record["topic_prefix"]
+    granted = {b.principal for b in bindings if b.resource_name.startswith(run_prefix)}
+    assert granted == {f"User:{p}" for p in acls.principals(topology())}
+    assert _assert_no_password_anywhere(secure, [out]) > 0

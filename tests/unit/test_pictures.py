@@ -187,7 +187,7 @@ def test_the_run_record_holds_what_plot_needs(tmp_path: Path, monkeypatch):
     assert again.kafka().bootstrap_servers == "127.0.0.1:19092"
     assert again.catalog_fap == 0.002
     assert again.store_uri == (tmp_path / "out" / "store").resolve().as_uri()
-    assert again.service_env()["LISA_CATALOG_FAP"] == "0.002"
+    assert again.service_env("catalog")["LISA_CATALOG_FAP"] == "0.002"
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / RUN_FILE).write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a run record"):

@@ -168,6 +168,9 @@ def operator_bindings(topology: Topology, prefix: str) -> list[AclBinding]:
             g.allow(ResourceType.GROUP, prefix + step.name, (D,))
         for c in step.consumes:  # `dlq replay` writes a letter back to where it came from
             g.allow(ResourceType.TOPIC, prefix + c.topic, (W,))
+    # The catalogue's changelog is how `process` counts catalogued segments: read-only.
+    for internal in INTERNAL_TOPIC_PREFIXES.values():
+        g.allow(ResourceType.TOPIC, prefix + internal, (R, D), PatternType.PREFIXED)
     g.allow(ResourceType.CLUSTER, CLUSTER, (D, Operation.IDEMPOTENT_WRITE))
     return sorted(g.bindings)
 
