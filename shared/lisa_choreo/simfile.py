@@ -1,15 +1,17 @@
 """``lisa-choreo simulate``: an LDC-format file of TDI noise plus injected Galactic binaries.
 
 Noise ``analytic``: Gaussian, coloured by the SciRD TDI 2.0 PSDs (a year in seconds).
-Noise ``instrument``: the LISA Consortium's lisainstrument + pytdi (the ``sim`` extra; slow).
+Noise ``instrument``: the LISA Consortium's lisainstrument + pytdi (slow).
 Sources: the verification binaries (Kupfer et al. 2018), a catalogue CSV, or none, injected with
-lisagwresponse on lisaorbits Keplerian orbits and pytdi (the ``sim`` extra). The injected truth is
+lisagwresponse on lisaorbits Keplerian orbits and pytdi. The injected truth is
 written into the file (``sky/truth``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,29 @@ def choose_sources(sources: str) -> list[GalacticBinary]:
     return load_binary_catalogue(Path(sources))
 
 
+Progress = Callable[[str, int, int | None], None]
+"""``progress(stage, done, total)``: what a caller shows (``total`` None: no measure yet)."""
+MIN_SPAN = 4096
+"""Samples per injected span at least (below, the per-call set-up would dominate)."""
+SIM_EXTRA = "the LISA simulators, installed with lisa-choreo on Python >= 3.12"
+
+
+def _noise(n: int, dt: float, noise: str, seed: int, t0: float) -> tuple[np.ndarray, ...]:
+    if noise == "analytic":
+        return analytic_tdi_noise(n, dt, np.random.default_rng(seed))
+    if noise == "instrument":
+        try:
+            from lisa_science.instrument import instrument_tdi_noise
+        except ImportError as exc:
+            why = f"noise 'instrument' needs {SIM_EXTRA}: {exc}"
+            raise SimulationError(why) from exc
+        _, x, y, z = instrument_tdi_noise(n * dt, dt, seed, t0=t0)
+        return x, y, z
+    if noise == "none":
+        return tuple(np.zeros(n) for _ in range(3))
+    raise SimulationError(f"unknown noise {noise!r}: analytic, instrument or none")
+
+
 def simulate(
     out: Path,
     duration_s: float,
@@ -45,37 +70,40 @@ def simulate(
     sources: str = "verification",
     seed: int = 0,
     t0: float = 0.0,
+    progress: Progress | None = None,
 ) -> Path:
+    """Write the file (atomically: a temp name, then a rename). With ``progress`` the sources
+    are injected day by day so that it can be reported; each span is one call of
+    ``inject_binaries``, which simulates every span with its own TDI margins, so the spans join
+    seamlessly (to ~1e-10 of the signal: only the sampling of the orbit file differs)."""
+    report = progress or (lambda *_: None)
     n = round(duration_s / dt)
-    if noise == "analytic":
-        x, y, z = analytic_tdi_noise(n, dt, np.random.default_rng(seed))
-    elif noise == "instrument":
-        try:
-            from lisa_science.instrument import instrument_tdi_noise
-
-            _, x, y, z = instrument_tdi_noise(n * dt, dt, seed, t0=t0)
-        except ImportError as exc:
-            raise SimulationError(
-                f"noise 'instrument' needs the sim extra (pip install 'lisa-choreo[sim]'): {exc}"
-            ) from exc
-    elif noise == "none":
-        x, y, z = (np.zeros(n) for _ in range(3))
-    else:
-        raise SimulationError(f"unknown noise {noise!r}: analytic, instrument or none")
+    report(f"noise ({noise})", 0, None)
+    x, y, z = (np.array(c, dtype=np.float64) for c in _noise(n, dt, noise, seed, t0))
+    report(f"noise ({noise})", 1, 1)
     binaries = choose_sources(sources)
     if binaries:
         try:
-            from lisa_science.injection import inject_binaries
-
-            sx, sy, sz = inject_binaries(binaries, t0, dt, n)
+            from lisa_science.injection import DEFAULT_CHUNK_SIZE, inject_binaries
         except ImportError as exc:
-            raise SimulationError(
-                f"injecting sources needs the sim extra (pip install 'lisa-choreo[sim]'): {exc}"
-            ) from exc
-        x, y, z = x + sx, y + sy, z + sz
+            why = f"injecting sources needs {SIM_EXTRA}: {exc}"
+            raise SimulationError(why) from exc
+        span = n
+        if progress is not None:
+            span = max(MIN_SPAN, min(DEFAULT_CHUNK_SIZE, math.ceil(n / 50), round(DAY / dt)))
+        stage = f"injecting {len(binaries)} source(s)"
+        for start in range(0, n, span):
+            stop = min(n, start + span)
+            sx, sy, sz = inject_binaries(binaries, t0 + start * dt, dt, stop - start)
+            x[start:stop] += sx
+            y[start:stop] += sy
+            z[start:stop] += sz
+            report(stage, stop, n)
+    report(f"writing {out.name}", 0, None)
     truth = [dataclasses.asdict(b) for b in binaries]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     write_ldc(str(tmp), TDIData(t0=t0, dt=dt, x=x, y=y, z=z), truth=truth or None)
     tmp.replace(out)  # an inbox watcher never sees a half-written file
+    report(f"writing {out.name}", 1, 1)
     return out
