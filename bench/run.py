@@ -9,11 +9,14 @@ Sections (keys of the JSON report):
 - ``end_to_end``: raw segment published -> catalogue updated, at a steady input rate;
 - ``tracing``: throughput with spans exported to Zipkin against tracing disabled;
 - ``scaling``: the slowest step with 1 and 2 replicas; throughput and peak RSS per service as the
-  dataset grows.
+  dataset grows;
+- ``recovery``: SIGKILL of each step -> first input processed by its replacement, SIGTERM of one
+  of two replicas -> first input processed by the other, before and after static membership.
 
 The broker is ``LISA_KAFKA_BOOTSTRAP_SERVERS`` (started with ``lisa_choreo.localstack.brokers`` on
 that port when nothing answers, stopped at the end); Zipkin is ``--zipkin-url``
-(``LISA_ZIPKIN_URL``), started likewise. Every case runs on its own topic prefix, so a shared broker is not disturbed.
+(``LISA_ZIPKIN_URL``), started likewise. Every case runs on its own topic prefix, so a shared
+broker is not disturbed.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from bench.fleet import PIPELINE_STEPS
 from bench.report import Row, plots, table, write_json
 
 SECTIONS = (
@@ -42,6 +46,7 @@ SECTIONS = (
     "end_to_end",
     "tracing",
     "scaling",
+    "recovery",
 )
 
 
@@ -54,6 +59,10 @@ class Config:
         self.tracing_days, self.tracing_reps = (3, 1) if smoke else (60, 2)
         self.scaling_backlog = 6 if smoke else 120
         self.kernel_rounds = 3 if smoke else 15
+        # smoke: the defaults only, one step, one round (the former configuration waits 30 s)
+        self.recovery_modes = ("after",) if smoke else ("before", "after")
+        self.recovery_steps = ("condition",) if smoke else PIPELINE_STEPS
+        self.recovery_rounds = 1 if smoke else 2
 
 
 def log(msg: str) -> None:

@@ -423,3 +423,28 @@ def _growth(small: dict, big: dict) -> dict:
         "peak_rss_worst": per_service[worst]["peak_rss_ratio"],
         "peak_rss_median": statistics.median(v["peak_rss_ratio"] for v in per_service.values()),
     }
+
+
+# -- 7. recovery -----------------------------------------------------------------------------
+
+
+def recovery(state: State) -> Section:
+    def run():
+        from bench.recovery import run_recovery
+
+        cfg = state.cfg
+        steps, modes = cfg.recovery_steps, cfg.recovery_modes
+        days = 6 + len(modes) * (1 + 2 * len(steps) * cfg.recovery_rounds)  # fresh segments
+        data = state.dataset("lines", days, seed=7)
+        r = run_recovery(state.ctx, data, modes, steps, cfg.recovery_rounds)
+        rows = []
+        for kind, what in (
+            ("sigkill", "SIGKILL -> first input by the replacement"),
+            ("sigterm", "SIGTERM -> first input by the other replica"),
+        ):
+            for step in steps:
+                ms = " | ".join(f"{r[m]['steps'][step][f'{kind}_ms_median']:.0f}" for m in modes)
+                rows.append(Row(f"{step}: {what}, ms ({' | '.join(modes)})", ms))
+        return r, rows
+
+    return run

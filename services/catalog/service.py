@@ -49,7 +49,7 @@ from choreo.logs import configure_logging
 from choreo.processing import failure_of, retry_policy
 from choreo.publisher import Publisher, default_client_id, make_producer, record_size
 from choreo.retry import retry
-from choreo.runner import instance_id, leave_group
+from choreo.runner import instance_id, leave_group, mark_left
 from choreo.settings import KafkaSettings, StepSettings
 from choreo.store import ArrayRef, Store
 from lisa_pipeline.events import CatalogSource, SourceEstimates
@@ -470,8 +470,9 @@ class _Worker(faust.Worker):
         LeaveGroup on close, so leave now and let another replica take the partitions at once."""
         await super().on_shutdown()
         catalog = self._catalog
-        if catalog.instance_id is not None:
-            await leave_group(catalog.kafka, catalog.app_id, catalog.instance_id)
+        instance = catalog.instance_id
+        if instance is not None and await leave_group(catalog.kafka, catalog.app_id, instance):
+            mark_left()  # else a successor may take the id, and the partitions, over
 
 
 def main() -> int:

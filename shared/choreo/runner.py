@@ -54,16 +54,20 @@ from choreo.step import Step
 log = structlog.get_logger(__name__)
 _tracer = trace.get_tracer("choreo")
 _claims: list[int] = []  # lock files of the instance ids this process holds, open until exit
+_claimed: dict[str, str] = {}  # group -> the instance id this process claimed in it
+_RUNNING, _LEFT = b"running\n", b"left\n"
 
 
 def instance_id(step_name: str, group: str, settings: StepSettings) -> str | None:
     """This process's ``group.instance.id`` (None: dynamic membership).
 
-    ``LISA_STEP_INSTANCE_ID`` as given, else ``<step>-<hostname>-<replica>``: the replica index is
-    ``LISA_STEP_REPLICA`` or, unset, the lowest index whose lock file (per group, under
-    ``$LISA_CHOREO_HOME/instances``) no live process holds. The kernel drops the lock of a killed
-    process, so its replacement gets the same id; two replicas on one host never share one (a
-    shared id would make them fence each other in turn)."""
+    ``LISA_STEP_INSTANCE_ID`` as given, else ``<step>-<hostname>-<replica>`` with the replica index
+    ``LISA_STEP_REPLICA`` or, unset, one claimed with a lock file per group and index under
+    ``$LISA_CHOREO_HOME/instances``: two live replicas on one host never share an id (they would
+    fence each other in turn). The kernel drops the lock of a killed process, whose file still
+    says ``running`` (a clean stop writes ``left``, see ``mark_left``): a new process takes such
+    an orphan first, i.e. the identity of a killed predecessor whose membership, and partitions,
+    the broker still holds for it; else the lowest free index."""
     if not settings.static_membership:
         return None
     if settings.instance_id:
@@ -71,19 +75,45 @@ def instance_id(step_name: str, group: str, settings: StepSettings) -> str | Non
     base = f"{step_name}-{socket.gethostname()}"
     if settings.replica is not None:
         return f"{base}-{settings.replica}"
+    if group in _claimed:
+        return _claimed[group]
     folder = home() / "instances"
     folder.mkdir(parents=True, exist_ok=True)
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", group)
-    for index in itertools.count():
+
+    def claim(index: int, orphan_only: bool) -> bool:
         fd = os.open(folder / f"{safe}.{index}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            continue
+            return False
+        if orphan_only and os.pread(fd, 64, 0) != _RUNNING:
+            os.close(fd)  # releases the lock
+            return False
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, _RUNNING, 0)
         _claims.append(fd)
-        return f"{base}-{index}"
-    raise AssertionError("unreachable")
+        return True
+
+    existing = sorted(
+        int(m.group(1))
+        for path in folder.glob(f"{safe}.*.lock")
+        if (m := re.fullmatch(rf"{re.escape(safe)}\.(\d+)\.lock", path.name))
+    )
+    index = next((i for i in existing if claim(i, orphan_only=True)), None)
+    if index is None:
+        index = next(i for i in itertools.count() if claim(i, orphan_only=False))
+    _claimed[group] = f"{base}-{index}"
+    return _claimed[group]
+
+
+def mark_left() -> None:
+    """This process has left its group cleanly: its instance id is not an orphan to take over."""
+    for fd in _claims:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, _LEFT, 0)
 
 
 # LeaveGroup v3 (KIP-345): members named by member id and group.instance.id. aiokafka 0.14 has
@@ -251,6 +281,7 @@ class StepRunner:
                 isolation_level="read_committed",
                 session_timeout_ms=self.settings.session_timeout_ms,
                 heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
+                fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
                 max_poll_interval_ms=self.settings.max_poll_interval_ms,
             )
             listener = _CommitBeforeRevoke(self._lock, lambda: _generation(consumer))
@@ -310,8 +341,9 @@ class StepRunner:
             coordinator = getattr(consumer, "_coordinator", None)
             member_id = getattr(coordinator, "member_id", "") or ""  # reset by stop()
             await consumer.stop()  # the last batch is committed; no heartbeat from here on
-            if instance is not None:
-                await leave_group(self.kafka, self.processor.group, instance, member_id)
+            group = self.processor.group
+            if instance is not None and await leave_group(self.kafka, group, instance, member_id):
+                mark_left()  # else a successor may take the id, and the partitions, over
             if producer is not None:
                 await producer.stop()
 

@@ -136,4 +136,10 @@ class StepSettings(BaseSettings):
         description="heartbeat period; also how soon the other replicas learn of a rebalance "
         "(a SIGTERMed replica's hand-over)",
     )
+    fetch_max_wait_ms: int = Field(
+        100,
+        ge=0,
+        description="how long the broker holds a fetch that finds no data; a partition handed "
+        "over waits for the fetch in flight on the connection (aiokafka's default: 500)",
+    )
     max_poll_interval_ms: int = 300_000
