@@ -32,14 +32,13 @@ import asyncio
 import logging
 import os
 import sys
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import faust
 import numpy as np
 import structlog
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace import SpanKind
 
 from choreo import Consumes, Envelope, Produces, Step, codec, derive_event_id, tracing
 from choreo.deadletter import DeadLetters, mark_failed
@@ -55,6 +54,7 @@ from choreo.store import ArrayRef, Store
 from lisa_pipeline.events import CatalogSource, SourceEstimates
 from lisa_pipeline.topics import CATALOG, SOURCES_ESTIMATES
 from lisa_services.catalog.products import write_products
+from lisa_services.catalog.routing import forward_headers, original_record
 from lisa_services.catalog.settings import CatalogSettings
 from lisa_services.catalog.state import GridStack, decode_state, grid_key, stack_segment
 
@@ -71,66 +71,6 @@ step = Step(
 log = structlog.get_logger(__name__)
 _tracer = trace.get_tracer("choreo")
 _TYPES = {SourceEstimates.ce_type: SourceEstimates}
-_SRC = "catalog_src_"
-_TRACE_HEADERS = ("traceparent", "tracestate")
-
-
-@dataclass(frozen=True)
-class OriginalRecord:
-    """The input record as it was on the input topic (what a dead letter must carry)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-
-
-def forward_headers(message: Any) -> list[tuple[str, bytes]]:
-    """Headers for the by-grid hop: the CloudEvent's, its trace context set aside, provenance."""
-    headers: list[tuple[str, bytes]] = []
-    for name, value in message.headers or ():
-        if name.startswith(_SRC):
-            continue
-        headers.append((_SRC + name if name in _TRACE_HEADERS else name, value))
-    headers += [
-        (_SRC + "topic", message.topic.encode()),
-        (_SRC + "partition", str(message.partition).encode()),
-        (_SRC + "offset", str(message.offset).encode()),
-    ]
-    if message.key is not None:
-        headers.append((_SRC + "key", message.key))
-    return headers
-
-
-def original_record(message: Any) -> OriginalRecord:
-    """Undo :func:`forward_headers`: the record as the producer wrote it."""
-    src = {k.removeprefix(_SRC): v for k, v in message.headers or () if k.startswith(_SRC)}
-    headers = [(k, v) for k, v in message.headers or () if not k.startswith(_SRC)]
-    headers = [(k, v) for k, v in headers if k not in _TRACE_HEADERS]
-    headers += [(k, src[k]) for k in _TRACE_HEADERS if k in src]
-    return OriginalRecord(
-        topic=src.get("topic", message.topic.encode()).decode(),
-        partition=int(src.get("partition", b"-1")),
-        offset=int(src.get("offset", b"-1")),
-        key=src.get("key"),
-        value=message.value,
-        headers=headers,
-    )
-
-
-def current_traceparent() -> str | None:
-    carrier: list[tuple[str, bytes]] = []
-    tracing.inject(carrier)
-    return next((v.decode() for k, v in carrier if k == "traceparent"), None)
-
-
-def _link(traceparent: str) -> Link | None:
-    ctx = trace.get_current_span(
-        tracing.extract([("traceparent", traceparent.encode())])
-    ).get_span_context()
-    return Link(ctx) if ctx.is_valid else None
 
 
 def _exit_uncommitted(exc: BaseException) -> NoReturn:
@@ -338,7 +278,7 @@ class Catalog:
             return None
         arrays = await self._load(data.statistic)
         return stack_segment(
-            stack, data, arrays["f"], arrays["stat"], current_traceparent(), self.settings
+            stack, data, arrays["f"], arrays["stat"], tracing.current_traceparent(), self.settings
         )
 
     async def _persist(
@@ -368,7 +308,7 @@ class Catalog:
         self, publisher: Publisher, body: CatalogSource, stack: GridStack, cause: Envelope[Any]
     ) -> asyncio.Future:
         """One source update, in a span linked to the trace of every contributing segment."""
-        links = [lk for lk in map(_link, stack.traceparents) if lk is not None]
+        links = [lk for lk in map(tracing.link_to, stack.traceparents) if lk is not None]
         with _tracer.start_as_current_span(
             f"catalog update {body.source_id}",
             kind=SpanKind.INTERNAL,

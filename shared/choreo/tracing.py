@@ -72,6 +72,20 @@ def send_span(topic: str, message_id: str, key: str | None, **extra: str):
     )
 
 
+def current_traceparent() -> str | None:
+    """The current span's W3C ``traceparent`` (to remember a trace and link to it later)."""
+    carrier: list[tuple[str, bytes]] = []
+    inject(carrier)
+    return next((v.decode() for k, v in carrier if k == "traceparent"), None)
+
+
+def link_to(traceparent: str) -> trace.Link | None:
+    """A span link to the span a ``traceparent`` names (fan-in: one update, many traces)."""
+    context = trace.get_current_span(extract([("traceparent", traceparent.encode())]))
+    span_context = context.get_span_context()
+    return trace.Link(span_context) if span_context.is_valid else None
+
+
 def consumer_span(
     topic: str,
     partition: int,
@@ -200,5 +214,3 @@ def zipkin_messaging_exporter() -> SpanExporter:
     exporter = ZipkinExporter()
     exporter.encoder = MessagingEncoder(exporter.encoder.max_tag_value_length)  # same limits
     return exporter
-
-
