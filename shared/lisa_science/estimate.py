@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.optimize import least_squares
+from scipy.optimize import minimize_scalar
 
 from .search import search_window
 from .whiten import windowed_rfft
@@ -147,11 +147,12 @@ def fit_sinusoid(
     tukey_alpha: float = 0.1,
     half_band_bins: int = 16,
 ) -> SinusoidFit:
-    """Least-squares fit (scipy.optimize.least_squares) of a sinusoid with one frequency and a
-    free amplitude and phase per channel, near the search frequency f0.
+    """Least-squares fit of a sinusoid with one frequency and a free amplitude and phase per
+    channel, near the search frequency f0, by variable projection (amplitudes in closed form,
+    frequency by a grid then ``scipy.optimize.minimize_scalar``).
 
-    The start is the best point of a grid over f0 +- 1 / T (the search localises a peak to a
-    fraction of a bin); the frequency is bounded to f0 +- half_band_bins / (2 T). The window
+    The frequency is searched within one bin of the best point of a grid over f0 +- 1 / T, and
+    bounded to f0 +- half_band_bins / (2 T). The window
     (Tukey, times tapered gap weights as in the search) keeps leakage of the strong
     high-frequency noise out of the band; uncertainties are the square roots of the diagonal of
     (J^T J)^-1, J the Jacobian of the unit-variance residuals, propagated to amplitude/phase.
@@ -172,21 +173,28 @@ def fit_sinusoid(
         window,
         half_band_bins,
     )
-    starts = [prob.linear_start(delta) for delta in np.linspace(-1.0, 1.0, 21)]
-    _, p0 = min(starts, key=lambda item: item[0])
+    # Variable projection: at a fixed frequency the four amplitudes are linear, so they are
+    # solved in closed form (``linear_start``) and only the frequency offset is searched, in one
+    # dimension: a grid over f0 +- 1 / T (the search localises a peak to a fraction of a bin),
+    # then Brent's method around the best grid point. The optimum is the full least-squares one;
+    # the Jacobian is evaluated once, there, for the Fisher covariance.
+    grid = np.linspace(-1.0, 1.0, 9)  # a quarter bin apart: finer than the main lobe
+    chi2s = [prob.linear_start(delta)[0] for delta in grid]
+    best = int(np.argmin(chi2s))
     limit = half_band_bins / 2
-    sol = least_squares(
-        prob.residuals,
-        p0,
-        jac=prob.jacobian,
-        bounds=([-limit] + [-np.inf] * 4, [limit] + [np.inf] * 4),
-        method="trf",
-        x_scale=1.0,
+    step = grid[1] - grid[0]
+    lo, hi = max(grid[best] - step, -limit), min(grid[best] + step, limit)
+    found = minimize_scalar(
+        lambda delta: prob.linear_start(delta)[0],
+        bounds=(lo, hi),
+        method="bounded",
+        options={"xatol": 1e-7},
     )
-    p = sol.x
+    delta = float(found.x) if found.fun <= chi2s[best] else float(grid[best])
+    chi2, p = prob.linear_start(delta)
     jac = prob.jacobian(p)
     cov_p = np.linalg.inv(jac.T @ jac)
-    return _to_physical(prob, p, cov_p, t0, float(np.sum(sol.fun**2)), jac.shape[0] - N_PARAMS)
+    return _to_physical(prob, p, cov_p, t0, chi2, jac.shape[0] - N_PARAMS)
 
 
 def _to_physical(
