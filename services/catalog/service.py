@@ -4,7 +4,7 @@ the catalogue on the compacted ``lisa.catalog`` topic (latest state per source i
 A faust-streaming app, because the stack is state that must survive a crash: it lives in a faust
 table whose changelog topic in Kafka rebuilds it at start (``memory://`` store by default).
 
-Two agents, because a table must be co-partitioned with the stream that updates it, while the
+Three agents, because a table must be co-partitioned with the stream that updates it, while the
 input is keyed by segment and the stack is global over segments of one frequency grid:
 
 1. ``route`` reads ``lisa.sources.estimates`` (raw bytes + headers), validates the CloudEvent
@@ -16,7 +16,36 @@ input is keyed by segment and the stack is global over segments of one frequency
    claim-check store (SHA-256 verified), refuse another grid (``grid-mismatch``), add it,
    promote, publish every source whose state changed and wait for the broker's acks, THEN write
    the table (one JSON value holding stack + counted ids + sources, see ``state``), then rewrite
-   the products.
+   the products;
+3. ``retract`` reads ``lisa.retractions`` (``lisa.segment.retracted.v1``, keyed by segment id)
+   and BROADCASTS each retraction to every partition of ``<app id>-by-grid``: a segment id names
+   no grid (the grid is in the segment's event, which may not have arrived yet), so no router can
+   key it by grid; each partition owns its grids and its ledger, and the retraction takes its
+   place in the same ordered stream as the segments of those grids, so whichever of the segment
+   and its retraction comes first, the stack agent sees them in one order and the table writes
+   stay on that partition's changelog. P partitions cost P records per retraction (one by
+   default), not one per grid. On a retraction the stack agent subtracts the segment from every
+   grid of its partition that counted it (its statistic read again through the reference the
+   state kept), drops its estimates, demotes what falls below the threshold, publishes the
+   changed sources (status and ``retracted_segments``), writes the grids, then remembers the id
+   in the partition's ledger (so the segment, arriving later or again, is never counted), then
+   rewrites the products. A retraction seen again changes nothing. Its processing is traced in
+   the retraction's trace, with a span ``catalog retract <segment>`` linked to the segment's own
+   flow (the traceparent the state kept for it); a segment refused because it was retracted
+   first links to the retraction's trace.
+
+Pause and resume (``lisa.control``, ``choreo.control``): every agent passes a gate
+(``asyncio.Event``) before taking its next event, closed while the latest command for
+``catalog`` says ``paused`` and until the control topic was read at start; and the partitions of
+the agents' topics are paused in faust's consumer (``pause_partitions``: fetch nothing from
+them), so that an agent idle in its stream when the pause comes receives nothing either. faust
+itself resumes every stream partition at the end of a rebalance's recovery; the app's
+``on_rebalance_end`` pauses them again at once. An agent acks the event it finished before
+waiting at the gate, so a paused catalogue holds no event: a rebalance or a SIGTERM (faust waits
+for unacked events then) goes through, and nothing is committed past what was processed. The
+consumer stays in its group (faust's fetcher keeps polling the changelog and heartbeats go on),
+the worker stays live and ready, and ``paused`` shows in its health details and in the
+``lisa.step.paused`` gauge. The event in hand when the pause lands is finished, as in the runner.
 
 Why this is exactly-once in effect, with at-least-once delivery: faust flushes the table's
 changelog before it commits input offsets, and outputs are acknowledged before the table write.
@@ -41,36 +70,56 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from choreo import Consumes, Envelope, Produces, Step, codec, derive_event_id, tracing
+from choreo.control import ControlChannel, ControlReader
 from choreo.deadletter import DeadLetters, mark_failed
 from choreo.errors import PermanentError, TransientError
 from choreo.health import Health
 from choreo.logs import configure_logging
+from choreo.metrics import configure_metrics, observe_paused
 from choreo.processing import failure_of, retry_policy
 from choreo.publisher import Publisher, default_client_id, make_producer, record_size
 from choreo.retry import retry
 from choreo.runner import instance_id, leave_group, mark_left
 from choreo.settings import KafkaSettings, StepSettings
 from choreo.store import ArrayRef, Store
-from lisa_pipeline.events import CatalogSource, SourceEstimates
-from lisa_pipeline.topics import CATALOG, SOURCES_ESTIMATES
+from lisa_pipeline.events import CatalogSource, SegmentRetracted, SourceEstimates, StepControl
+from lisa_pipeline.topics import CATALOG, CONTROL, RETRACTIONS, SOURCES_ESTIMATES
 from lisa_services.catalog.products import write_products
 from lisa_services.catalog.routing import forward_headers, original_record
 from lisa_services.catalog.settings import CatalogSettings
-from lisa_services.catalog.state import GridStack, decode_state, grid_key, stack_segment
+from lisa_services.catalog.state import (
+    PROMOTED,
+    GridStack,
+    RetractionLedger,
+    decode_ledger,
+    decode_state,
+    grid_key,
+    grid_partition,
+    is_grid_key,
+    ledger_key,
+    retract_segment,
+    stack_segment,
+)
 
 SERVICE = "catalog"
 
 step = Step(
     SERVICE,
-    consumes=[Consumes(SOURCES_ESTIMATES, SourceEstimates)],
+    consumes=[
+        Consumes(SOURCES_ESTIMATES, SourceEstimates),
+        Consumes(RETRACTIONS, SegmentRetracted),
+    ],
     produces=[Produces(CATALOG, CatalogSource)],
-    description="stacks segment statistics per frequency bin, promotes and names sources; "
-    "a faust app with changelog-backed tables (runs its own worker, not the step runner)",
+    description="stacks segment statistics per frequency bin, promotes and names sources, "
+    "subtracts retracted segments and demotes what falls below the threshold; a faust app with "
+    "changelog-backed tables (runs its own worker, not the step runner)",
 )
+CONTROL_CHANNEL = ControlChannel(CONTROL, StepControl)
 
 log = structlog.get_logger(__name__)
 _tracer = trace.get_tracer("choreo")
 _TYPES = {SourceEstimates.ce_type: SourceEstimates}
+_RETRACTION_TYPES = {SegmentRetracted.ce_type: SegmentRetracted}
 
 
 def _exit_uncommitted(exc: BaseException) -> NoReturn:
@@ -85,8 +134,22 @@ def _exit_uncommitted(exc: BaseException) -> NoReturn:
     os._exit(1)
 
 
+class _App(faust.App):
+    """faust's app, telling the catalogue when a rebalance is over: faust resumes every stream
+    partition at the end of its recovery, which a paused catalogue pauses again at once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.after_rebalance: list[Any] = []
+
+    def on_rebalance_end(self) -> None:
+        super().on_rebalance_end()
+        for callback in self.after_rebalance:
+            callback()
+
+
 class Catalog:
-    """The faust app, its topics, its table and its two agents."""
+    """The faust app, its topics, its table and its three agents."""
 
     def __init__(
         self,
@@ -105,7 +168,7 @@ class Catalog:
         # static membership (faust passes consumer_group_instance_id to its aiokafka consumer);
         # the worker leaves the group explicitly once its consumer has stopped (``_Worker``)
         self.instance_id = instance_id(SERVICE, self.app_id, self.step_settings)
-        self.app = faust.App(
+        self.app = _App(
             self.app_id,
             **self.kafka.faust_broker_options(),
             store=self.settings.store,
@@ -133,18 +196,34 @@ class Catalog:
             key_serializer="raw",
             value_serializer="raw",
         )
+        self.retraction_topic = self.app.topic(
+            self.kafka.topic(RETRACTIONS), key_serializer="raw", value_serializer="raw"
+        )
         self.stacks = self.app.Table(
             "stacks",
             default=None,
             partitions=self.settings.partitions,
-            help="grid key -> GridStack JSON: per-bin sums, counted segment ids, sources",
+            help="grid key -> GridStack JSON: per-bin sums, counted segment ids, sources; "
+            "~retractions/<partition> -> the retracted segment ids of that partition",
         )
         self.app.agent(self.source_topic, name=f"{self.app_id}.route")(self._route)
+        self.app.agent(self.retraction_topic, name=f"{self.app_id}.retract")(self._broadcast)
         self.app.agent(self.by_grid, name=f"{self.app_id}.stack")(self._stack)
         self.app.on_before_shutdown.connect(self._close)
         self.app.on_partitions_assigned.connect(self._assigned)
+        self._types = {self.kafka.topic(t): m for t, m in step.types_by_topic().items()}
         self.health = Health(SERVICE)
         self.health.details["instance_id"] = self.instance_id
+        # pause and resume: the gate every agent passes, closed until the control topic is read
+        self.paused = False
+        self._running = asyncio.Event()
+        self._control = ControlReader(
+            self.kafka, CONTROL_CHANNEL, f"{default_client_id(SERVICE)}-control"
+        )
+        self._control_task: asyncio.Future[None] | None = None
+        self.health.set_paused(False)
+        observe_paused(SERVICE, lambda: self.paused)
+        self.app.after_rebalance.append(self._hold_partitions)
         self._outputs_lock = asyncio.Lock()
         self._producer: Any = None
         self._publisher: Publisher | None = None
@@ -167,19 +246,79 @@ class Catalog:
     async def started(self) -> None:
         """Called once the table is recovered from its changelog (see ``_Worker``)."""
         await self._outputs()
-        grids = {key: len(decode_state(v).segments) for key, v in self.stacks.items()}
+        grids = {key: len(stack.segments) for key, stack in self._grids()}
         if grids:
             await self._write_products()
         self.health.set_ready(True, grids=len(grids))
         log.info(
             "step started",
             step=SERVICE,
-            topics=[self.source_topic.get_topic_name(), self.by_grid.get_topic_name()],
+            topics=[
+                self.source_topic.get_topic_name(),
+                self.retraction_topic.get_topic_name(),
+                self.by_grid.get_topic_name(),
+            ],
             recovered_segments=grids,
             instance_id=self.instance_id,
+            paused=self.paused,
+        )
+
+    def _grids(self, partition: int | None = None) -> list[tuple[str, GridStack]]:
+        """The grids in the table (those of one by-grid partition), without the ledgers."""
+        out = []
+        for key, value in list(self.stacks.items()):
+            if not is_grid_key(key):
+                continue
+            if partition is not None and grid_partition(key, self.settings.partitions) != partition:
+                continue
+            stack = decode_state(value)
+            if stack is not None:
+                out.append((key, stack))
+        return out
+
+    # -- pause and resume --------------------------------------------------------------------
+
+    def start_control(self) -> None:
+        """Follow the control topic (from the worker's first start, before any agent runs)."""
+        if self._control_task is None:
+            self._control_task = asyncio.ensure_future(self._follow_control())
+
+    async def _follow_control(self) -> None:
+        await self._control.start()
+        while True:
+            self._control.changed.clear()
+            self._apply_control()
+            await self._control.changed.wait()
+
+    def _apply_control(self) -> None:
+        command = self._control.state.command(SERVICE)
+        desired = command is not None and command.paused
+        opening = not desired and not self.paused and not self._running.is_set()
+        if opening:  # the control topic is read and says run: the agents start
+            self._running.set()
+            return
+        if desired == self.paused:
+            return
+        self.paused = desired
+        reason = command.reason if command else ""
+        by = command.requested_by if command else ""
+        if desired:
+            self._running.clear()  # agents stop before their next event
+            self._hold_partitions()  # and an agent idle in its stream gets none
+        else:
+            self._release_partitions()
+            self._running.set()
+        self.health.set_paused(desired, reason=reason, requested_by=by)
+        log.info(
+            "step paused" if desired else "step resumed",
+            step=SERVICE,
+            reason=reason,
+            requested_by=by,
+            generation=self.app.consumer_generation_id,
         )
 
     async def _assigned(self, _sender: Any, assigned: Any, **__: Any) -> None:
+        self.health.details["generation"] = self.app.consumer_generation_id
         log.info(
             "partitions assigned",
             partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
@@ -187,21 +326,65 @@ class Catalog:
             instance_id=self.instance_id,
         )
 
+    def _input_partitions(self) -> set[Any]:
+        """The assigned partitions of the agents' topics (not the table's changelog)."""
+        topics = {
+            self.source_topic.get_topic_name(),
+            self.retraction_topic.get_topic_name(),
+            self.by_grid.get_topic_name(),
+        }
+        try:
+            assignment = self.app.consumer.assignment()
+        except Exception:  # not started yet: the next rebalance's end applies the pause
+            return set()
+        return {tp for tp in assignment if tp.topic in topics}
+
+    def _hold_partitions(self) -> None:
+        """While paused, fetch nothing from the agents' topics (faust's recovery resumes them at
+        the end of each rebalance, after which this runs again)."""
+        if self.paused:
+            held = self._input_partitions()
+            if held:
+                self.app.consumer.pause_partitions(held)
+
+    def _release_partitions(self) -> None:
+        """Fetch again; during a rebalance faust resumes them itself once recovered."""
+        if self.app.rebalancing or getattr(self.app, "in_recovery", False):
+            return
+        held = self._input_partitions()
+        paused = getattr(self.app.consumer, "_paused_partitions", None)
+        if paused is not None:  # only what is paused: flow control keeps the buffered ones
+            held &= set(paused)
+        if held:
+            self.app.consumer.resume_partitions(held)
+
     async def _close(self, *_: Any, **__: Any) -> None:
+        if self._control_task is not None:
+            self._control_task.cancel()
+            self._control_task = None
+        await self._control.stop()
         await self.health.close()
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
         log.info("catalog stopped")
 
+    async def _consume(self, stream: faust.StreamT, handle: Any) -> None:
+        """An agent's loop: the gate, then one event at a time, acked as soon as it is done so
+        that an agent waiting at a closed gate holds none."""
+        await self._running.wait()
+        async for event in stream.events():
+            try:
+                await handle(event.message)
+            except Exception as exc:
+                _exit_uncommitted(exc)
+            await stream.ack(event)
+            await self._running.wait()
+
     # -- agent 1: route each input to the partition that owns its grid ----------------------
 
     async def _route(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            try:
-                await self._route_one(event.message)
-            except Exception as exc:
-                _exit_uncommitted(exc)
+        await self._consume(stream, self._route_one)
 
     async def _route_one(self, message: Any) -> None:
         with self._consumer_span(message) as span:
@@ -232,25 +415,81 @@ class Catalog:
                 )
             await delivery  # acknowledged before faust may commit the input's offset
 
-    # -- agent 2: stack, promote, publish, then persist ------------------------------------
+    # -- agent 2: each retraction to every partition of the by-grid hop ----------------------
+
+    async def _broadcast(self, stream: faust.StreamT) -> None:
+        await self._consume(stream, self._broadcast_one)
+
+    async def _broadcast_one(self, message: Any) -> None:
+        with self._consumer_span(message) as span:
+            try:
+                envelope = codec.decode(
+                    message.key, message.value, message.headers, _RETRACTION_TYPES
+                )
+                tracing.describe_event(span, envelope)
+                key = envelope.data.segment_id.encode()
+                headers = forward_headers(message)
+                size = record_size(key, message.value, headers)
+                if size > self.kafka.max_request_bytes:
+                    raise PermanentError(
+                        "output-too-large",
+                        f"{size} bytes forwarded > {self.kafka.max_request_bytes}",
+                    )
+            except PermanentError as exc:
+                await self._dead_letter(message, exc, span)
+                return
+            except Exception as exc:  # last resort: no input may stop the catalogue
+                log.exception("catalog failed on an input")
+                error = PermanentError("internal-error", f"{type(exc).__name__}: {exc}")
+                await self._dead_letter(message, error, span)
+                return
+            span.set_attribute("lisa.segment_id", envelope.data.segment_id)
+            topic = self.by_grid.get_topic_name()
+            deliveries = []
+            for partition in range(self.settings.partitions):
+                copy = list(headers)
+                with tracing.send_span(
+                    topic,
+                    envelope.id,
+                    key.decode(),
+                    **{"messaging.destination.partition.id": str(partition)},
+                ):
+                    tracing.inject(copy)
+                    deliveries.append(
+                        await self.by_grid.send(
+                            key=key,
+                            value=message.value,
+                            headers=copy,
+                            partition=partition,
+                            force=True,
+                        )
+                    )
+            for delivery in deliveries:  # every partition has it before the input commits
+                await delivery
+
+    # -- agent 3: stack, promote, publish, then persist; or retract ---------------------------
 
     async def _stack(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            try:
-                await self._stack_one(event.message)
-            except Exception as exc:
-                _exit_uncommitted(exc)
+        await self._consume(stream, self._stack_one)
 
     async def _stack_one(self, message: Any) -> None:
         original = original_record(message)
-        key = message.key.decode()
+        key = message.key.decode() if message.key is not None else ""
+        partition = message.partition
         with self._consumer_span(message) as span:
             try:
-                envelope = codec.decode(original.key, original.value, original.headers, _TYPES)
+                types = self._types.get(original.topic, {**_TYPES, **_RETRACTION_TYPES})
+                envelope = codec.decode(original.key, original.value, original.headers, types)
                 tracing.describe_event(span, envelope)
-                stack = await self._stacked(key, envelope, span)
-                if stack is not None:  # an update the broker would refuse: refuse the input
-                    publisher, _ = await self._outputs()
+                ledger: RetractionLedger | None = None
+                if isinstance(envelope.data, SegmentRetracted):
+                    changes = await self._retracted(partition, envelope, span)
+                else:
+                    stacked, ledger = await self._stacked(key, partition, envelope, span)
+                    changes = [(key, stacked, None)] if stacked is not None else []
+                # an update the broker would refuse: refuse the input before anything is sent
+                publisher, _ = await self._outputs()
+                for _, stack, _ in changes:
                     for body in stack.changed(self.settings.association_bins):
                         publisher.check_size(CATALOG, self._update(body, stack, envelope))
             except PermanentError as exc:
@@ -261,13 +500,21 @@ class Catalog:
                 error = PermanentError("handler-error", f"{type(exc).__name__}: {exc}")
                 await self._dead_letter(original, error, span)
                 return
-            if stack is not None:  # broker errors from here on stop the worker, uncommitted
-                await self._persist(key, stack, envelope, span)
+            # broker errors from here on stop the worker, uncommitted
+            if isinstance(envelope.data, SegmentRetracted):
+                await self._apply_retraction(partition, changes, envelope, span)
+                return
+            for grid, stack, _ in changes:
+                await self._persist(grid, stack, envelope, span)
+            if ledger is not None:
+                self.stacks[ledger_key(partition)] = ledger.to_json()
 
     async def _stacked(
-        self, key: str, envelope: Envelope[Any], span: trace.Span
-    ) -> GridStack | None:
-        """The grid's state with this segment added and promoted; None if already counted."""
+        self, key: str, partition: int, envelope: Envelope[Any], span: trace.Span
+    ) -> tuple[GridStack | None, RetractionLedger | None]:
+        """The grid's state with this segment added and promoted (None if already counted), and
+        the partition's ledger if it changed. A segment retracted before it came is not
+        counted: its grid lists it as retracted (or will, when created)."""
         data: SourceEstimates = envelope.data
         segment_id = data.timing.segment_id
         span.set_attributes({"lisa.grid": key, "lisa.segment_id": segment_id})
@@ -275,14 +522,98 @@ class Catalog:
         if stack is not None and segment_id in stack.segments:
             span.set_attribute("lisa.duplicate", True)
             log.info("segment already counted, ignored", segment_id=segment_id, grid=key)
-            return None
+            return None, None
+        ledger = decode_ledger(self.stacks.get(ledger_key(partition)))
+        retraction = ledger.get(segment_id)
+        if retraction is not None:
+            span.set_attribute("lisa.retracted", True)
+            links = [lk for lk in [tracing.link_to(retraction.traceparent or "")] if lk]
+            with _tracer.start_as_current_span(
+                f"catalog refuse {segment_id}",
+                links=links,
+                attributes={"lisa.segment_id": segment_id, "lisa.grid": key},
+            ):
+                log.info("retracted segment ignored", segment_id=segment_id, grid=key)
+            if stack is None:  # no grid yet: the ledger remembers which it will be
+                seen = ledger.seen_in(segment_id, key)
+                return None, (seen if seen is not ledger else None)
+            refused = stack.refuse(segment_id)
+            return (refused if refused is not stack else None), None
         arrays = await self._load(data.statistic)
-        return stack_segment(
+        stacked = stack_segment(
             stack, data, arrays["f"], arrays["stat"], tracing.current_traceparent(), self.settings
         )
+        if stack is None:  # a new grid lists the retracted segments of it seen before
+            for retracted in ledger.of_grid(key):
+                stacked = stacked.refuse(retracted)
+        return stacked, None
+
+    async def _retracted(
+        self, partition: int, envelope: Envelope[Any], span: trace.Span
+    ) -> list[tuple[str, GridStack, str | None]]:
+        """Every grid of this partition that counted the segment, with the segment taken out,
+        and the segment's own traceparent (to link its retraction to its flow)."""
+        segment_id = envelope.data.segment_id
+        span.set_attribute("lisa.segment_id", segment_id)
+        changes = []
+        for key, stack in self._grids(partition):
+            if segment_id not in stack.segments:
+                continue
+            arrays = await self._load(stack.statistic_of(segment_id))
+            stack.check_grid(np.asarray(arrays["f"], dtype=np.float64), stack.n_independent_bins)
+            retracted = retract_segment(stack, segment_id, arrays["stat"], self.settings)
+            changes.append((key, retracted, stack.traceparent_of(segment_id)))
+        return changes
+
+    async def _apply_retraction(
+        self,
+        partition: int,
+        changes: list[tuple[str, GridStack, str | None]],
+        envelope: Envelope[Any],
+        span: trace.Span,
+    ) -> None:
+        """Publish and persist each grid without the segment, THEN remember the retraction in
+        the partition's ledger (a crash in between replays it: the grids no longer count the
+        segment, the ledger learns it), then rewrite the products."""
+        data: SegmentRetracted = envelope.data
+        segment_id = data.segment_id
+        key = ledger_key(partition)
+        ledger = decode_ledger(self.stacks.get(key))
+        if not changes and segment_id in ledger:
+            span.set_attribute("lisa.duplicate", True)
+            log.info("retraction already applied", segment_id=segment_id)
+            return
+        for grid, stack, origin in changes:
+            links = [lk for lk in [tracing.link_to(origin or "")] if lk]
+            with _tracer.start_as_current_span(
+                f"catalog retract {segment_id}",
+                kind=SpanKind.INTERNAL,
+                links=links,
+                attributes={"lisa.segment_id": segment_id, "lisa.grid": grid},
+            ) as retract_span:
+                await self._persist(grid, stack, envelope, retract_span, rewrite_products=False)
+        if segment_id not in ledger:
+            here = tracing.current_traceparent()
+            self.stacks[key] = ledger.remember(segment_id, here, data.reason).to_json()
+        span.set_attributes({"lisa.retraction.grids": len(changes)})
+        log.info(
+            "segment retracted",
+            segment_id=segment_id,
+            reason=data.reason,
+            grids=[grid for grid, _, _ in changes],
+            counted=bool(changes),
+            remembered=len(ledger) + (segment_id not in ledger),
+        )
+        if changes:
+            await self._write_products()
 
     async def _persist(
-        self, key: str, stack: GridStack, envelope: Envelope[Any], span: trace.Span
+        self,
+        key: str,
+        stack: GridStack,
+        envelope: Envelope[Any],
+        span: trace.Span,
+        rewrite_products: bool = True,
     ) -> None:
         """Publish what changed and wait for the acks, THEN write the table, then products."""
         changed = stack.changed(self.settings.association_bins)
@@ -293,15 +624,22 @@ class Catalog:
             await asyncio.sleep(self.settings.delay_s)
         self.stacks[key] = stack.mark_published(changed).to_json()
         span.set_attributes({"lisa.n_segments": len(stack.segments), "lisa.updates": len(changed)})
+        if isinstance(envelope.data, SegmentRetracted):
+            segment_id, what = envelope.data.segment_id, "grid without a retracted segment"
+        else:
+            segment_id = envelope.data.timing.segment_id
+            counted = segment_id in stack.segments  # else refused: retracted before it came
+            what = "segment stacked" if counted else "grid lists a retracted segment"
         log.info(
-            "segment stacked",
-            segment_id=envelope.data.timing.segment_id,
+            what,
+            segment_id=segment_id,
             grid=key,
             n_segments=len(stack.segments),
             sources=len(stack.sources or {}),
+            withdrawn=sorted(stack.status),
             updates=[b.source_id for b in changed],
         )
-        if changed:
+        if changed and rewrite_products:
             await self._write_products()
 
     async def _publish(
@@ -318,6 +656,8 @@ class Catalog:
                 "lisa.n_segments": body.n_segments,
                 "lisa.stacked_snr": body.stacked_snr,
                 "lisa.contributing_traces": len(links),
+                "lisa.source_status": body.status,
+                "lisa.retracted_segments": len(body.retracted_segments),
             },
         ):
             return await publisher.send(CATALOG, self._update(body, stack, cause))
@@ -345,11 +685,13 @@ class Catalog:
         return loaded.value
 
     async def _write_products(self) -> None:
-        """Rewrite catalog.csv / catalog.h5 from every grid this worker owns."""
+        """Rewrite catalog.csv / catalog.h5 from every grid this worker owns: the promoted
+        sources (demoted and retracted ones are on ``lisa.catalog`` with their status)."""
         bodies = [
             body
-            for value in self.stacks.values()
-            for body in decode_state(value).catalogue(self.settings.association_bins)
+            for _, stack in self._grids()
+            for body in stack.catalogue(self.settings.association_bins)
+            if body.status == PROMOTED
         ]
         directory = self.settings.products_path()
         try:
@@ -400,6 +742,7 @@ class _Worker(faust.Worker):
     async def on_first_start(self) -> None:
         await super().on_first_start()
         await self._catalog.health.serve()  # live while the table recovers; ready after
+        self._catalog.start_control()  # the agents wait until the control topic is read
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
@@ -423,6 +766,7 @@ def main() -> int:
     for name in ("faust", "mode"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root_level))
     provider = tracing.configure_tracing(SERVICE)
+    meters = configure_metrics(SERVICE)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     catalog = Catalog()
@@ -434,6 +778,7 @@ def main() -> int:
         code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     finally:
         provider.shutdown()
+        meters.shutdown()
     return code
 
 

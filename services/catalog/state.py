@@ -5,6 +5,30 @@ already counted, their trace contexts, their estimates, the sources and what was
 about each), so one changelog record carries it all: a crash can never leave the stack updated
 and the segment not marked as counted, or the reverse. A redelivered segment is then recognised
 by its id and ignored.
+
+Retraction, a compensation (``lisa.segment.retracted.v1``), is pure here too:
+
+- **subtract**: each counted segment keeps its origin (the claim-check reference of its statistic
+  and its trace context, ``Origin``), so ``GridStack.retract`` takes the statistic out of every
+  bin it was added to (a bin no segment covers any more is exactly zero again), drops the
+  segment's estimates and its trace link, runs a promotion round on what is left and settles the
+  sources' status;
+- **demote**: a source promoted before stays promoted as segments are added (identity is sticky,
+  ``lisa_science.cataloguing``); only a retraction withdraws one: a source with no significant bin
+  within ``merge_bins`` of its own becomes ``demoted`` (segments remain at its bin) or
+  ``retracted`` (none remains). A later promotion round that finds it significant again promotes
+  it again, under the same id. Withdrawn sources stay in the state and on ``lisa.catalog`` with
+  their status; the products list only promoted ones;
+- **remember**: ``RetractionLedger`` holds every retracted segment id of one partition of the
+  by-grid hop (one table value per partition, written on that partition's changelog), so a
+  segment whose retraction came first is never counted, whatever its grid; a grid also lists its
+  retracted segments (``retracted``: subtracted, or refused on arrival; a segment refused before
+  its grid existed is noted in the ledger with the grid and listed when the grid is created), and
+  its update events carry that list, whatever the order of segment and retraction.
+
+State version 2 adds ``origins``, ``retracted`` and ``status``. A version-1 value is read as is
+(migrated on its next write): its segments have no origin, so retracting one of them is refused
+with ``retraction-unsupported`` (its statistic reference was never kept); anything else works.
 """
 
 from __future__ import annotations
@@ -12,18 +36,28 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from aiokafka.partitioner import murmur2
 from numpy.typing import NDArray
 
 from choreo.errors import PermanentError
+from choreo.store import ArrayRef
 from lisa_pipeline.events import CatalogSource, SourceEstimate, SourceEstimates
 from lisa_science.cataloguing import Estimate, promote, summarise
+from lisa_science.stacking import stacked_fap
 from lisa_services.catalog.settings import CatalogSettings
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 1 (before retraction) is migrated on read; anything else is refused."""
+
+PROMOTED, DEMOTED, RETRACTED = "promoted", "demoted", "retracted"
+
+LEDGER_PREFIX = "~retractions/"
+"""Table keys of the retraction ledgers, one per by-grid partition (grid keys start with dt)."""
 
 
 def grid_key(event: SourceEstimates) -> str:
@@ -34,6 +68,22 @@ def grid_key(event: SourceEstimates) -> str:
     if shapes["f"] != shapes["stat"]:
         raise PermanentError("bad-statistic", f"f {shapes['f']} and stat {shapes['stat']} differ")
     return f"dt{event.timing.dt!r}-n{event.timing.n_samples}-f{shapes['f'][0]}"
+
+
+def ledger_key(partition: int) -> str:
+    return f"{LEDGER_PREFIX}{partition}"
+
+
+def is_grid_key(key: str) -> bool:
+    return not key.startswith(LEDGER_PREFIX)
+
+
+def grid_partition(key: str, partitions: int) -> int:
+    """The by-grid partition a grid key lands on: the producer's default partitioner (murmur2
+    of the key, as Kafka's Java client and aiokafka compute it), which the route agent uses."""
+    if partitions <= 1:
+        return 0
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 def to_estimate(segment_id: str, est: SourceEstimate) -> Estimate:
@@ -50,6 +100,23 @@ def _digest(body: CatalogSource) -> str:
     return hashlib.sha256(body.model_dump_json().encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Origin:
+    """What a retraction needs of a counted segment: its statistic and its trace context."""
+
+    statistic: ArrayRef | None
+    traceparent: str | None
+
+    def to_json(self) -> list[Any]:
+        ref = self.statistic.model_dump(mode="json") if self.statistic is not None else None
+        return [ref, self.traceparent]
+
+    @classmethod
+    def from_json(cls, value: list[Any]) -> Origin:
+        ref, traceparent = value
+        return cls(ArrayRef.model_validate(ref) if ref is not None else None, traceparent)
+
+
 @dataclass(frozen=True, eq=False)
 class GridStack:
     f: NDArray[np.float64]
@@ -62,6 +129,12 @@ class GridStack:
     sources: dict[str, int] | None = None
     published: dict[str, str] | None = None
     """source id -> digest of the body last published (publish only what changed)."""
+    origins: dict[str, Origin] = field(default_factory=dict)
+    """counted segment id -> its statistic reference and traceparent (version 2 on)."""
+    retracted: tuple[str, ...] = ()
+    """segments retracted from this grid: subtracted, or refused because retracted first."""
+    status: dict[str, str] = field(default_factory=dict)
+    """source id -> demoted | retracted; a source absent here is promoted."""
 
     @classmethod
     def new(cls, f: NDArray[np.float64], n_independent_bins: int) -> GridStack:
@@ -76,8 +149,12 @@ class GridStack:
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> GridStack:
-        if value.get("version") != STATE_VERSION:
-            raise ValueError(f"catalogue state version {value.get('version')} unsupported")
+        version = value.get("version")
+        if version not in READABLE_VERSIONS:
+            raise ValueError(
+                f"catalogue state version {version} unsupported (this catalogue reads "
+                f"{', '.join(map(str, READABLE_VERSIONS))}): run the matching release"
+            )
         return cls(
             f=np.asarray(value["f"], dtype=np.float64),
             n_independent_bins=int(value["n_independent_bins"]),
@@ -88,6 +165,11 @@ class GridStack:
             estimates=tuple(Estimate(*e) for e in value["estimates"]),
             sources=dict(value["sources"]),
             published=dict(value["published"]),
+            # version 1 kept none of these: no origin (no retraction of those segments), no
+            # retraction, every source promoted
+            origins={k: Origin.from_json(v) for k, v in value.get("origins", {}).items()},
+            retracted=tuple(value.get("retracted", ())),
+            status=dict(value.get("status", {})),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -106,6 +188,9 @@ class GridStack:
             ],
             "sources": dict(self.sources or {}),
             "published": dict(self.published or {}),
+            "origins": {k: o.to_json() for k, o in self.origins.items()},
+            "retracted": list(self.retracted),
+            "status": dict(self.status),
         }
 
     def check_grid(self, f: NDArray[np.float64], n_independent_bins: int) -> None:
@@ -129,6 +214,7 @@ class GridStack:
         estimates: list[Estimate],
         traceparent: str | None,
         max_links: int,
+        statistic: ArrayRef | None = None,
     ) -> GridStack:
         """The state with one more segment (NaN bins, where the PSD was unknown, not counted)."""
         ok = np.isfinite(stat)
@@ -140,9 +226,76 @@ class GridStack:
             segments=(*self.segments, segment_id),
             traceparents=links[-max_links:] if max_links else (),
             estimates=(*self.estimates, *estimates),
+            origins={**self.origins, segment_id: Origin(statistic, traceparent)},
         )
 
-    def promote(self, fap: float, merge_bins: int) -> GridStack:
+    def statistic_of(self, segment_id: str) -> ArrayRef:
+        """The statistic a retraction of ``segment_id`` subtracts (it must be counted here)."""
+        origin = self.origins.get(segment_id)
+        if origin is None or origin.statistic is None:
+            raise PermanentError(
+                "retraction-unsupported",
+                f"segment {segment_id} was counted by catalogue state version 1, which kept no "
+                "reference to its statistic: it cannot be subtracted (rebuild the catalogue "
+                "from the topics to retract it)",
+            )
+        return origin.statistic
+
+    def traceparent_of(self, segment_id: str) -> str | None:
+        origin = self.origins.get(segment_id)
+        return origin.traceparent if origin is not None else None
+
+    def retract(
+        self, segment_id: str, stat: NDArray[np.float64], fap: float, merge_bins: int
+    ) -> GridStack:
+        """The state without a counted segment: its statistic subtracted from every bin it was
+        added to, its estimates and trace link gone, sources promoted and demoted again. A
+        segment not counted here (already retracted, never seen) changes nothing."""
+        if segment_id not in self.segments:
+            return self
+        stat = np.asarray(stat, dtype=np.float64)
+        if stat.shape != self.total.shape:
+            raise PermanentError(
+                "retraction-mismatch",
+                f"statistic of {segment_id} has shape {stat.shape}, the stack {self.total.shape}",
+            )
+        ok = np.isfinite(stat)
+        count = self.count - ok
+        if (count < 0).any():
+            raise PermanentError(
+                "retraction-mismatch", f"{segment_id}: a bin would be counted a negative time"
+            )
+        # Where no segment is left the sum is zero, not a rounding residue of additions and one
+        # subtraction; elsewhere it is the sum of the others to ~1e-16 relative.
+        total = np.where(count == 0, 0.0, self.total - np.where(ok, stat, 0.0))
+        link = self.traceparent_of(segment_id)
+        withdrawn = replace(
+            self,
+            total=total,
+            count=count,
+            segments=tuple(s for s in self.segments if s != segment_id),
+            traceparents=tuple(t for t in self.traceparents if t != link),
+            estimates=tuple(e for e in self.estimates if e.segment_id != segment_id),
+            origins={k: o for k, o in self.origins.items() if k != segment_id},
+            retracted=self._with_retracted(segment_id),
+        )
+        return withdrawn.promote(fap, merge_bins, demote=True)
+
+    def refuse(self, segment_id: str) -> GridStack:
+        """The segment arrived after its retraction: not counted, listed as retracted here."""
+        if segment_id in self.retracted or segment_id in self.segments:
+            return self
+        return replace(self, retracted=self._with_retracted(segment_id))
+
+    def _with_retracted(self, segment_id: str) -> tuple[str, ...]:
+        if segment_id in self.retracted:
+            return self.retracted
+        return (*self.retracted, segment_id)
+
+    def promote(self, fap: float, merge_bins: int, demote: bool = False) -> GridStack:
+        """One promotion round; then the status of each source: withdrawn ones found
+        significant again are promoted again, and (``demote``: after a retraction) promoted ones
+        no longer significant are withdrawn."""
         sources = promote(
             self.f,
             self.total,
@@ -152,15 +305,45 @@ class GridStack:
             self.sources or {},
             merge_bins,
         )
-        return replace(self, sources=sources)
+        promoted = replace(self, sources=sources)
+        return replace(promoted, status=promoted.settled_status(fap, merge_bins, demote))
+
+    def significant_near(self, fap: float, merge_bins: int) -> set[str]:
+        """Sources with a significant bin within ``merge_bins`` of their own."""
+        faps = stacked_fap(self.total, self.count, self.n_independent_bins)
+        significant = (self.count > 0) & np.isfinite(self.total) & (faps < fap)
+        return {
+            sid
+            for sid, k in (self.sources or {}).items()
+            if significant[max(k - merge_bins, 0) : k + merge_bins + 1].any()
+        }
+
+    def settled_status(self, fap: float, merge_bins: int, demote: bool) -> dict[str, str]:
+        supported = self.significant_near(fap, merge_bins)
+        status: dict[str, str] = {}
+        for sid, k in (self.sources or {}).items():
+            withdrawn = sid in self.status
+            if sid in supported or not (withdrawn or demote):
+                continue  # promoted (again), or promoted and kept (identity is sticky)
+            status[sid] = RETRACTED if self.count[k] == 0 else DEMOTED
+        return status
+
+    def status_of(self, source_id: str) -> str:
+        return self.status.get(source_id, PROMOTED)
 
     def version(self) -> str:
-        """Names the set of stacked segments: a recomputation after a crash gives the same."""
-        digest = hashlib.sha256("\n".join(sorted(self.segments)).encode()).hexdigest()
+        """Names the set of stacked (and retracted) segments: a recomputation after a crash
+        gives the same, so an update replayed repeats its id."""
+        text = "\n".join(sorted(self.segments))
+        if self.retracted:
+            text += "\n-retracted-\n" + "\n".join(sorted(self.retracted))
+        digest = hashlib.sha256(text.encode()).hexdigest()
         return f"{len(self.segments)}-{digest[:16]}"
 
     def catalogue(self, association_bins: int) -> list[CatalogSource]:
+        """Every source of the grid, withdrawn ones included, each with its status."""
         contributing = sorted(self.segments)
+        retracted = sorted(self.retracted)
         return [
             CatalogSource(
                 source_id=s.source_id,
@@ -174,6 +357,8 @@ class GridStack:
                 n_estimates=s.n_estimates,
                 mean_amplitude=s.mean_amplitude,
                 contributing_segments=contributing,
+                status=self.status_of(s.source_id),  # type: ignore[arg-type]
+                retracted_segments=retracted,
             )
             for s in summarise(
                 self.f,
@@ -233,5 +418,89 @@ def stack_segment(
         stack.check_grid(f, event.n_independent_bins)
     segment_id = event.timing.segment_id
     estimates = [to_estimate(segment_id, e) for e in event.estimates]
-    stack = stack.add(segment_id, stat, estimates, traceparent, settings.max_links)
+    stack = stack.add(
+        segment_id, stat, estimates, traceparent, settings.max_links, statistic=event.statistic
+    )
     return stack.promote(settings.fap, settings.merge_bins)
+
+
+def retract_segment(
+    stack: GridStack, segment_id: str, stat: NDArray[np.float64], settings: CatalogSettings
+) -> GridStack:
+    """The grid's state with ``segment_id`` taken out (see ``GridStack.retract``)."""
+    return stack.retract(segment_id, stat, settings.fap, settings.merge_bins)
+
+
+# -- remember: the retracted segment ids of one by-grid partition ------------------------------
+
+
+@dataclass(frozen=True)
+class Retraction:
+    segment_id: str
+    traceparent: str | None
+    """The retraction's own trace context: a segment refused later links to it."""
+    reason: str = ""
+    grid: str | None = None
+    """The grid of the segment, once it arrived (and was refused) before its grid existed: the
+    grid, created later, lists it as retracted, whatever the order."""
+
+
+@dataclass(frozen=True)
+class RetractionLedger:
+    """Every segment id retracted on one partition of the by-grid hop (each retraction is
+    broadcast to every partition, so each ledger holds them all)."""
+
+    entries: dict[str, Retraction] = field(default_factory=dict)
+
+    def __contains__(self, segment_id: object) -> bool:
+        return segment_id in self.entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, segment_id: str) -> Retraction | None:
+        return self.entries.get(segment_id)
+
+    def remember(
+        self, segment_id: str, traceparent: str | None, reason: str = ""
+    ) -> RetractionLedger:
+        """With ``segment_id`` retracted (the first retraction of a segment is the one kept)."""
+        if segment_id in self.entries:
+            return self
+        entry = Retraction(segment_id, traceparent, reason)
+        return RetractionLedger({**self.entries, segment_id: entry})
+
+    def seen_in(self, segment_id: str, grid: str) -> RetractionLedger:
+        """The retracted segment arrived, of ``grid``, which did not exist yet."""
+        entry = self.entries.get(segment_id)
+        if entry is None or entry.grid == grid:
+            return self
+        return RetractionLedger({**self.entries, segment_id: replace(entry, grid=grid)})
+
+    def of_grid(self, grid: str) -> list[str]:
+        """The retracted segments seen of ``grid`` (to list when the grid is created)."""
+        return sorted(k for k, r in self.entries.items() if r.grid == grid)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "retracted": {
+                k: [r.traceparent, r.reason, r.grid] for k, r in sorted(self.entries.items())
+            },
+        }
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> RetractionLedger:
+        if value.get("version") != STATE_VERSION:
+            raise ValueError(f"retraction ledger version {value.get('version')} unsupported")
+        # each entry: [traceparent, reason, grid]
+        return cls({k: Retraction(k, *entry) for k, entry in value["retracted"].items()})
+
+
+def decode_ledger(value: Any) -> RetractionLedger:
+    """A table value as a ledger; an empty one if absent."""
+    if value is None:
+        return RetractionLedger()
+    if isinstance(value, bytes | str):
+        value = json.loads(value)
+    return RetractionLedger.from_json(value)

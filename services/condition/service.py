@@ -10,10 +10,11 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from choreo import Consumes, Emit, Envelope, PermanentError, Produces, Step
+from choreo.control import ControlChannel
 from choreo.runner import run_step
 from choreo.store import Store
-from lisa_pipeline.events import BandRatio, SegmentConditioned, SegmentRaw
-from lisa_pipeline.topics import SEGMENTS_CONDITIONED, SEGMENTS_RAW
+from lisa_pipeline.events import BandRatio, SegmentConditioned, SegmentRaw, StepControl
+from lisa_pipeline.topics import CONTROL, SEGMENTS_CONDITIONED, SEGMENTS_RAW
 from lisa_science.calibration import calibrated_model_psd
 from lisa_science.noise import tdi_psd
 from lisa_science.psd import DEFAULT_BANDS, band_ratios, welch_psd
@@ -130,7 +131,8 @@ def condition(event: Envelope[SegmentRaw]) -> list[Emit]:
 
 
 def main() -> int:
-    return run_step(step)
+    """Run the step until SIGTERM/SIGINT; it pauses and resumes on ``lisa.control``."""
+    return run_step(step, control=ControlChannel(CONTROL, StepControl))
 
 
 if __name__ == "__main__":

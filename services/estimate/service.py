@@ -9,10 +9,11 @@ import structlog
 from opentelemetry import trace
 
 from choreo import Consumes, Emit, Envelope, Produces, Step
+from choreo.control import ControlChannel
 from choreo.runner import run_step
 from choreo.store import Store
-from lisa_pipeline.events import CandidatesGB, SourceEstimate, SourceEstimates
-from lisa_pipeline.topics import CANDIDATES_GB, SOURCES_ESTIMATES
+from lisa_pipeline.events import CandidatesGB, SourceEstimate, SourceEstimates, StepControl
+from lisa_pipeline.topics import CANDIDATES_GB, CONTROL, SOURCES_ESTIMATES
 from lisa_science.estimate import fit_sinusoid
 
 step = Step(
@@ -92,7 +93,8 @@ def estimate(event: Envelope[CandidatesGB]) -> list[Emit]:
 
 
 def main() -> int:
-    return run_step(step)
+    """Run the step until SIGTERM/SIGINT; it pauses and resumes on ``lisa.control``."""
+    return run_step(step, control=ControlChannel(CONTROL, StepControl))
 
 
 if __name__ == "__main__":

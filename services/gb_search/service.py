@@ -10,10 +10,11 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from choreo import Consumes, Emit, Envelope, Produces, Step
+from choreo.control import ControlChannel
 from choreo.runner import run_step
 from choreo.store import Store
-from lisa_pipeline.events import CandidatesGB, GBCandidate, SegmentConditioned
-from lisa_pipeline.topics import CANDIDATES_GB, SEGMENTS_CONDITIONED
+from lisa_pipeline.events import CandidatesGB, GBCandidate, SegmentConditioned, StepControl
+from lisa_pipeline.topics import CANDIDATES_GB, CONTROL, SEGMENTS_CONDITIONED
 from lisa_science.search import (
     false_alarm_threshold,
     find_candidates,
@@ -110,7 +111,8 @@ def search(event: Envelope[SegmentConditioned]) -> list[Emit]:
 
 
 def main() -> int:
-    return run_step(step)
+    """Run the step until SIGTERM/SIGINT; it pauses and resumes on ``lisa.control``."""
+    return run_step(step, control=ControlChannel(CONTROL, StepControl))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ all ask the same endpoints instead of grepping a copied log line:
   recovered, inbox watched); 503 before and while it stops.
 
 Both answer a small JSON object (service, ready, live, seconds since the last beat, details).
+A step that can be paused (``choreo.control``) says so in its details: ``paused`` (true/false),
+and while paused ``paused_since`` (RFC 3339), ``pause_reason`` and ``paused_by``. A paused step
+is still live and ready: it holds its partitions and its group membership, it only fetches
+nothing, and a probe restarting it would gain nothing (the control topic pauses it again).
 aiohttp serves them on the service's own loop: it is already installed as faust's web server.
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -63,6 +68,19 @@ class Health:
             log.info("ready" if ready else "not ready", service=self.service, **details)
         self.ready = ready
         self.details.update(details)
+
+    def set_paused(self, paused: bool, reason: str = "", requested_by: str = "") -> None:
+        """The step's actual state (not the command): shown in ``details``, live and ready
+        untouched."""
+        if paused and not self.details.get("paused"):
+            since = datetime.now(UTC).isoformat(timespec="seconds")
+            self.details.update(paused=True, paused_since=since, pause_reason=reason)
+            if requested_by:
+                self.details["paused_by"] = requested_by
+        elif not paused:
+            for name in ("paused_since", "pause_reason", "paused_by"):
+                self.details.pop(name, None)
+            self.details["paused"] = False
 
     def beat(self) -> None:
         """The loop made progress (a poll returned, a scan finished)."""

@@ -1,5 +1,6 @@
 """Per-service metrics through OpenTelemetry: events consumed, produced and failed, processing
-time, consumer lag.
+time, consumer lag, and whether the step is paused (``lisa.step.paused``: 1 paused, 0 running;
+see ``choreo.control``).
 
 Exporters follow ``OTEL_METRICS_EXPORTER`` (``otlp``, ``console``, ``none``; default ``none`` since
 Zipkin takes no metrics) and ``LISA_METRICS_PORT``, which, when set, serves a Prometheus scrape
@@ -47,11 +48,33 @@ def configure_metrics(service_name: str) -> MeterProvider:
     return provider
 
 
+def observe_paused(step: str, paused: Callable[[], bool]) -> None:
+    """The gauge ``lisa.step.paused`` of one step (the runner's, and the faust catalogue's)."""
+
+    def observe(_: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(1 if paused() else 0, {"lisa.step": step})
+
+    metrics.get_meter("choreo").create_observable_gauge(
+        "lisa.step.paused",
+        callbacks=[observe],
+        unit="1",
+        description="1 while the step is paused by a control command (it keeps its partitions "
+        "and group membership and fetches nothing), 0 while it runs",
+    )
+
+
 class StepMetrics:
     """The instruments of one step; cheap no-ops when no exporter is configured."""
 
-    def __init__(self, step: str, lag: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
+    def __init__(
+        self,
+        step: str,
+        lag: Callable[[], Iterable[tuple[str, int, int]]],
+        paused: Callable[[], bool] | None = None,
+    ) -> None:
         meter = metrics.get_meter("choreo")
+        if paused is not None:
+            observe_paused(step, paused)
         self._attrs = {"lisa.step": step}
         self.consumed = meter.create_counter("lisa.events.consumed", unit="{event}")
         self.produced = meter.create_counter("lisa.events.produced", unit="{event}")

@@ -11,6 +11,13 @@ The loop, in one sitting:
 A crash between 3 and 4 redelivers the batch; outputs carry deterministic ids, so the repeats are
 recognisable. SIGTERM/SIGINT stop fetching; the batch in hand finishes and is committed.
 
+Pause and resume (``choreo.control``): given a ``ControlChannel``, the runner follows the control
+topic without a consumer group and, between batches (the batch in hand finished and committed),
+pauses every assigned partition while the latest command for its step says ``paused``: it keeps
+its group membership (heartbeats go on, ``getmany`` returns nothing), stays live and ready, and
+shows ``paused`` in its health details and the ``lisa.step.paused`` gauge. A command arriving
+while ``getmany`` waits cuts the wait short, so a pause takes effect within one batch.
+
 Group membership is static (KIP-345): each replica joins with a ``group.instance.id`` that
 survives its restarts (``instance_id``), so a SIGKILLed replica started again takes its partitions
 back at once, without a rebalance and without waiting out the session timeout. A static member's
@@ -42,6 +49,7 @@ from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
 from opentelemetry import trace
 
 from choreo import tracing
+from choreo.control import ControlChannel, ControlReader, PartitionPause
 from choreo.deadletter import DeadLetters
 from choreo.health import Health
 from choreo.logs import configure_logging
@@ -209,15 +217,22 @@ def _generation(consumer: AIOKafkaConsumer | None) -> int | None:
 class _CommitBeforeRevoke(ConsumerRebalanceListener):
     """Partitions are handed over only between batches, after their offsets are committed."""
 
-    def __init__(self, lock: asyncio.Lock, generation: Callable[[], int | None]) -> None:
+    def __init__(
+        self,
+        lock: asyncio.Lock,
+        generation: Callable[[], int | None],
+        assigned: Callable[[], None] = lambda: None,
+    ) -> None:
         self._lock = lock
         self._generation = generation
+        self._assigned = assigned
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         async with self._lock:
             log.info("partitions revoked", partitions=sorted(str(tp) for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._assigned()  # a paused step pauses them before anything is fetched
         log.info(
             "partitions assigned",
             partitions=sorted(str(tp) for tp in assigned),
@@ -232,6 +247,7 @@ class StepRunner:
         kafka: KafkaSettings | None = None,
         settings: StepSettings | None = None,
         health: Health | None = None,
+        control: ControlChannel | None = None,
     ) -> None:
         self.step = step
         self.kafka = kafka or KafkaSettings()
@@ -241,8 +257,13 @@ class StepRunner:
         self.processed = 0
         self._consumer: AIOKafkaConsumer | None = None
         self._positions: dict[TopicPartition, int] = {}
-        self.metrics = StepMetrics(step.name, self._lag)
+        self.control = control
+        self._control: ControlReader | None = None
+        self._partitions_paused = PartitionPause()
+        self.metrics = StepMetrics(step.name, self._lag, lambda: self._partitions_paused.paused)
         self.health = health or Health(step.name)
+        if control is not None:
+            self.health.set_paused(False)
         self.processor = RecordProcessor(
             step, self.kafka, self.settings, self.metrics, self._stopping.is_set
         )
@@ -258,6 +279,38 @@ class StepRunner:
             if high is not None:
                 out.append((tp.topic, tp.partition, max(high - position, 0)))
         return out
+
+    @property
+    def paused(self) -> bool:
+        """The step's actual state: its partitions are paused (not merely asked to be)."""
+        return self._partitions_paused.paused
+
+    def _apply_control(self, consumer: AIOKafkaConsumer) -> None:
+        """Between batches: bring the consumer to the desired state of the control topic."""
+        if self._control is None:
+            return
+        self._control.changed.clear()
+        command = self._control.state.command(self.step.name)
+        desired = command is not None and command.paused
+        transition = self._partitions_paused.apply(consumer, desired)
+        if transition is None:
+            return
+        reason = command.reason if command else ""
+        by = command.requested_by if command else ""
+        self.health.set_paused(desired, reason=reason, requested_by=by)
+        log.info(
+            "step paused" if desired else "step resumed",
+            step=self.step.name,
+            reason=reason,
+            requested_by=by,
+            partitions=len(consumer.assignment()),
+            generation=_generation(consumer),
+            processed=self.processed,
+        )
+
+    def _assigned(self, consumer: AIOKafkaConsumer) -> None:
+        if self._partitions_paused.paused:
+            self._partitions_paused.pause_assigned(consumer)
 
     def stop(self) -> None:
         """Stop fetching; the batch in hand is finished and committed first."""
@@ -284,7 +337,9 @@ class StepRunner:
                 fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
                 max_poll_interval_ms=self.settings.max_poll_interval_ms,
             )
-            listener = _CommitBeforeRevoke(self._lock, lambda: _generation(consumer))
+            listener = _CommitBeforeRevoke(
+                self._lock, lambda: _generation(consumer), lambda: self._assigned(consumer)
+            )
             consumer.subscribe(self.processor.topics, listener=listener)
             return consumer
 
@@ -299,17 +354,29 @@ class StepRunner:
             return
         self._consumer = consumer
         try:
+            if self.control is not None:  # read the commands before fetching anything
+                self._control = ControlReader(self.kafka, self.control, f"{client_id}-control")
+                await self._control.start(stopping=self._stopping)
             log.info(
                 "step started",
                 step=self.step.name,
                 topics=sorted(self.processor.topics),
                 instance_id=instance,
+                control=self._control.topic if self._control else None,
             )
             while not self._stopping.is_set():
+                self._apply_control(consumer)
                 batch = await self._fetch(consumer)
                 self.health.beat()
-                self.health.set_ready(True, partitions=len(consumer.assignment()))
+                self.health.set_ready(
+                    True, partitions=len(consumer.assignment()), generation=_generation(consumer)
+                )
                 if not batch:
+                    continue
+                if self.paused:  # fetched as the pause landed: hand it back untouched
+                    for tp, records in batch.items():
+                        if tp in consumer.assignment():
+                            consumer.seek(tp, records[0].offset)
                     continue
                 publisher = Publisher(producer, self.kafka)
                 try:
@@ -338,6 +405,8 @@ class StepRunner:
         finally:
             log.info("step stopping", step=self.step.name, processed=self.processed)
             self.health.set_ready(False)
+            if self._control is not None:
+                await self._control.stop()
             coordinator = getattr(consumer, "_coordinator", None)
             member_id = getattr(coordinator, "member_id", "") or ""  # reset by stop()
             await consumer.stop()  # the last batch is committed; no heartbeat from here on
@@ -350,18 +419,22 @@ class StepRunner:
     async def _fetch(
         self, consumer: AIOKafkaConsumer
     ) -> dict[TopicPartition, list[ConsumerRecord]]:
-        """``getmany``, cut short by SIGTERM so that the hand-over does not wait out the poll.
-        Cancelling it loses nothing: aiokafka drains records only after its last await."""
+        """``getmany``, cut short by SIGTERM so that the hand-over does not wait out the poll,
+        and by a control command so that a pause or resume takes effect at once. Cancelling it
+        loses nothing: aiokafka drains records only after its last await."""
         fetch = asyncio.ensure_future(
             consumer.getmany(
                 timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_batch
             )
         )
-        stop = asyncio.ensure_future(self._stopping.wait())
+        wakers = [asyncio.ensure_future(self._stopping.wait())]
+        if self._control is not None:
+            wakers.append(asyncio.ensure_future(self._control.changed.wait()))
         try:
-            await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({fetch, *wakers}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stop.cancel()
+            for waker in wakers:
+                waker.cancel()
         if not fetch.done():
             fetch.cancel()
             await asyncio.wait({fetch})
@@ -408,12 +481,14 @@ class StepRunner:
         self.processed += sum(len(r) for r in batch.values())
 
 
-def run_step(step: Step) -> int:
-    """Process entry point: configure logs and tracing, run until SIGTERM/SIGINT, exit 0."""
+def run_step(step: Step, control: ControlChannel | None = None) -> int:
+    """Process entry point: configure logs and tracing, run until SIGTERM/SIGINT, exit 0.
+    ``control``: the deployment's control topic and command types; the step then pauses and
+    resumes on command (``choreo.control``)."""
     configure_logging(step.name)
     provider = tracing.configure_tracing(step.name)
     meters = configure_metrics(step.name)
-    runner = StepRunner(step)
+    runner = StepRunner(step, control=control)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -2,6 +2,14 @@
 
 The catalog service writes the compacted ``lisa.catalog``; this module only reads it, without a
 consumer group, so it never disturbs the service.
+
+A source's latest record says its status: ``promoted`` (in the catalogue), ``demoted`` (no longer
+significant after a retraction) or ``retracted`` (no segment left at its bin). The catalogue is
+the promoted sources; the withdrawn ones come along as ``Catalogue.withdrawn`` so that the table
+of ``lisa-choreo catalog`` can show them below the catalogue (same columns, then their status
+and the segments retracted), while every reader that takes the catalogue as a list
+(``--csv``, the products, the pictures, the main job) sees the promoted sources only, as in
+``catalog.csv``.
 """
 
 from __future__ import annotations
@@ -21,8 +29,28 @@ from lisa_pipeline.topics import CATALOG
 log = structlog.get_logger(__name__)
 
 
-async def read_catalogue(settings: KafkaSettings | None = None) -> list[CatalogSource]:
-    """The current catalogue: the latest record per source id on ``lisa.catalog``, by frequency.
+class Catalogue(list[CatalogSource]):
+    """The promoted sources, by frequency; ``withdrawn``: the demoted and retracted ones."""
+
+    def __init__(
+        self, sources: Sequence[CatalogSource] = (), withdrawn: Sequence[CatalogSource] = ()
+    ) -> None:
+        super().__init__(sources)
+        self.withdrawn: list[CatalogSource] = list(withdrawn)
+
+
+def split_by_status(sources: Sequence[CatalogSource]) -> Catalogue:
+    """Sources (latest records) as a catalogue: promoted ones, and the withdrawn beside."""
+    ordered = sorted(sources, key=lambda s: (s.frequency_hz, s.source_id))
+    return Catalogue(
+        [s for s in ordered if s.status == "promoted"],
+        [s for s in ordered if s.status != "promoted"],
+    )
+
+
+async def read_catalogue(settings: KafkaSettings | None = None) -> Catalogue:
+    """The current catalogue: the latest record per source id on ``lisa.catalog``, by frequency;
+    the promoted sources, with the demoted and retracted ones in ``withdrawn``.
 
     Reads to the end offsets as of now without a consumer group (commits nothing), so it works
     whether the compacted topic has been cleaned yet or not.
@@ -45,24 +73,34 @@ async def read_catalogue(settings: KafkaSettings | None = None) -> list[CatalogS
             )
         except DecodeError as exc:
             log.warning("unreadable catalogue record skipped", reason=exc.reason)
-    return sorted(out, key=lambda s: (s.frequency_hz, s.source_id))
+    return split_by_status(out)
+
+
+def _row(s: CatalogSource) -> str:
+    amplitude = f"{s.mean_amplitude:10.3e}" if s.mean_amplitude is not None else f"{'-':>10}"
+    return (
+        f"{s.source_id:<16} {s.frequency_hz:14.9e} {s.sigma_frequency_hz:12.3e} "
+        f"{s.frequency_bin:6d} {s.stacked_statistic:10.1f} {s.stacked_snr:7.2f} "
+        f"{s.fap:9.2e} {s.n_segments:5d} {s.n_estimates:5d} {amplitude}"
+    )
 
 
 def format_catalogue(sources: Sequence[CatalogSource]) -> str:
-    """The catalogue as a fixed-width table, for ``lisa-choreo catalog``."""
+    """The catalogue as a fixed-width table, for ``lisa-choreo catalog``: the promoted sources,
+    then (if any) the withdrawn ones under the same columns, each followed by its status and the
+    segments retracted from its grid; the last line counts the catalogue's sources."""
     header = (
         f"{'source':<16} {'f (Hz)':>14} {'sigma_f (Hz)':>12} {'bin':>6} {'stack':>10} "
         f"{'SNR':>7} {'FAP':>9} {'segs':>5} {'ests':>5} {'amplitude':>10}"
     )
-    lines = [header]
-    for s in sources:
-        amplitude = f"{s.mean_amplitude:10.3e}" if s.mean_amplitude is not None else f"{'-':>10}"
-        lines.append(
-            f"{s.source_id:<16} {s.frequency_hz:14.9e} {s.sigma_frequency_hz:12.3e} "
-            f"{s.frequency_bin:6d} {s.stacked_statistic:10.1f} {s.stacked_snr:7.2f} "
-            f"{s.fap:9.2e} {s.n_segments:5d} {s.n_estimates:5d} {amplitude}"
-        )
-    lines.append(f"{len(sources)} source(s)")
+    split = split_by_status([*sources, *getattr(sources, "withdrawn", ())])
+    lines = [header, *map(_row, split)]
+    if split.withdrawn:
+        lines.append(f"{len(split.withdrawn)} withdrawn after a retraction (not in the catalogue):")
+        for s in split.withdrawn:
+            retracted = ", ".join(s.retracted_segments[:3])
+            more = len(s.retracted_segments) - 3
+            retracted += f" (+{more})" if more > 0 else ""
+            lines.append(f"{_row(s)}  {s.status}; retracted: {retracted or '-'}")
+    lines.append(f"{len(split)} source(s)")
     return "\n".join(lines)
-
-

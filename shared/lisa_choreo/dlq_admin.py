@@ -2,7 +2,8 @@
 
 Replay is idempotent: a replayed record carries ``lisa_replay_of=<dlq topic>/<partition>/<offset>``
 and a letter already replayed (that header seen on its original topic) is skipped. A letter is a
-``lisa_choreo.records.Record``: its key, value and raw headers are what replay sends back.
+``lisa_choreo.records.Record``: its key, value and raw headers are what replay sends back. The
+replay itself is ``choreo.replay``, shared with the flow monitor's view.
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ import fnmatch
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from choreo import replay as replay_core
 from choreo.deadletter import DLQ_HEADER_PREFIX
-from choreo.publisher import default_client_id, make_producer
 from choreo.reader import TopicReader
+from choreo.replay import REPLAY_HEADER, home_topic
 from choreo.settings import KafkaSettings
 from choreo.topology import DLQ_SUFFIX
-from lisa_choreo.records import Record, decode_headers, printable
+from lisa_choreo.records import Record, printable
 from lisa_choreo.registry import topology
 
-REPLAY_HEADER = "lisa_replay_of"
+__all__ = ["REPLAY_HEADER", "DeadLetter", "dlq_topics", "read_dead_letters", "replay", "select"]
 
 
 def _utc(when: datetime | None) -> datetime | None:
@@ -50,8 +52,7 @@ class DeadLetter(Record):
     def origin(self) -> str | None:
         """The topic this letter goes home to: the one its dead-letter topic belongs to
         (``<origin>.dlq``), never a topic named by a header, which anyone could forge."""
-        home = self.topic.removesuffix(DLQ_SUFFIX)
-        return home if self.topic.endswith(DLQ_SUFFIX) and home else None
+        return home_topic(self.topic)
 
     @property
     def problems(self) -> list[str]:
@@ -122,60 +123,11 @@ def select(
     return chosen
 
 
-async def _already_replayed(settings: KafkaSettings, topics: set[str]) -> tuple[set[str], set[str]]:
-    """The refs already replayed to these topics, and the topics that do not exist."""
-    seen: set[str] = set()
-    missing: set[str] = set()
-    for topic in topics:
-        try:
-            async with TopicReader(settings, [topic]) as reader:
-                records = await reader.snapshot()
-        except LookupError:
-            missing.add(topic)
-            continue
-        for r in records:
-            if replay_of := decode_headers(r.headers)[0].get(REPLAY_HEADER):
-                seen.add(replay_of)
-    return seen, missing
-
-
 async def replay(
     settings: KafkaSettings, letters: list[DeadLetter]
 ) -> tuple[list[str], list[str], list[str]]:
     """Send each letter's original record (key, value, headers but ``dlq_*``, as bytes) back to
     home topic (the one its dead-letter topic belongs to). Returns the refs replayed, skipped
-    (already replayed) and refused (not on a ``.dlq`` topic, or its home topic is gone)."""
-    targets = [(d, d.origin) for d in letters]
-    refused = [d.ref for d, origin in targets if origin is None]
-    todo = [(d, origin) for d, origin in targets if origin is not None]
-    if not todo:
-        return [], [], refused
-    done, missing = await _already_replayed(settings, {origin for _, origin in todo})
-    producer = make_producer(settings, default_client_id("dlq-replay"))
-    await producer.start()
-    replayed, skipped, futures = [], [], []
-    try:
-        for d, origin in todo:
-            if origin in missing:
-                refused.append(d.ref)
-                continue
-            if d.ref in done:
-                skipped.append(d.ref)
-                continue
-            headers = [
-                (k, v)
-                for k, v in d.raw_headers
-                if not k.startswith(DLQ_HEADER_PREFIX) and k != REPLAY_HEADER
-            ]
-            headers.append((REPLAY_HEADER, d.ref.encode()))
-            futures.append(
-                await producer.send(
-                    settings.topic(origin), value=d.value, key=d.key, headers=headers
-                )
-            )
-            replayed.append(d.ref)
-        for fut in futures:
-            await fut
-    finally:
-        await producer.stop()
-    return replayed, skipped, refused
+    (already replayed) and refused (not on a ``.dlq`` topic, or its home topic is gone).
+    ``choreo.replay`` does it, the same code path as the flow view's replay action."""
+    return await replay_core.replay(settings, letters)

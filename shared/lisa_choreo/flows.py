@@ -33,6 +33,7 @@ from choreo.topology import dead_letter_topic
 from lisa_choreo import traceview
 from lisa_choreo.localstack.tracing_ui import backend_url, query
 from lisa_choreo.records import Record, printable
+from lisa_pipeline.flowmodel import select_flow, service_of
 from lisa_pipeline.topics import (
     CANDIDATES_GB,
     CATALOG,
@@ -346,23 +347,9 @@ def topic_spans(key: str, records: Iterable[Record]) -> list[dict]:
 
 
 def _select(key: str, records: list[Record]) -> set[str]:
-    """Event ids of the flow: those of the key, their correlation group, and descendants."""
-    if is_trace_id(key):
-        chosen = {r.event_id for r in records if r.trace_id == key.lower()}
-    else:
-        of_key = [r for r in records if r.headers.get("ce_subject") == key]
-        roots = {r.headers[codec.CORRELATION] for r in of_key if r.headers.get(codec.CORRELATION)}
-        chosen = {r.event_id for r in of_key}
-        chosen |= {r.event_id for r in records if r.headers.get(codec.CORRELATION) in roots}
-    while True:  # descendants whose subject changed (the catalogue's sources)
-        more = {
-            r.event_id
-            for r in records
-            if r.event_id not in chosen and r.headers.get(codec.CAUSATION) in chosen
-        }
-        if not more:
-            return {c for c in chosen if c is not None}
-        chosen |= more
+    """Event ids of the flow: those of the key, their correlation group, and descendants
+    (``lisa_pipeline.flowmodel``, the flow monitor's rules too)."""
+    return select_flow(key, records, by_trace=is_trace_id(key))
 
 
 def _ms(rec: Record) -> int:
@@ -370,7 +357,7 @@ def _ms(rec: Record) -> int:
 
 
 def _service(rec: Record) -> str:
-    return rec.headers.get("ce_source", "?")
+    return service_of(rec.headers)
 
 
 def _span(rec: Record, span_id: str, parent_id: str | None, name: str) -> dict:

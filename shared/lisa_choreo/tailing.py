@@ -155,6 +155,7 @@ SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "lisa.candidates.gb.v1": _candidates,
     "lisa.sources.estimates.v1": _estimates,
     "lisa.catalog.source.v1": _catalog,
+    "lisa.segment.retracted.v1": lambda b: f"retract {b['segment_id']} ({b.get('reason') or '-'})",
     "lisa.toy.number.v1": lambda b: f"value {b['value']}",
     "lisa.toy.square.v1": lambda b: f"{b['value']}² = {b['square']}",
     "lisa.toy.description.v1": lambda b: str(b["text"]),

@@ -6,6 +6,7 @@ Services never import each other; they share these models. A change here is back
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -132,4 +133,164 @@ class CatalogSource(Event):
     n_estimates: int = Field(description="per-segment estimates associated with the source")
     mean_amplitude: float | None = None
     contributing_segments: list[str] = Field(default_factory=list)
-    status: Literal["promoted"] = "promoted"
+    status: Literal["promoted", "demoted", "retracted"] = Field(
+        "promoted",
+        description="promoted: in the catalogue; demoted: no longer significant after a "
+        "retraction (segments remain stacked at its bin; promoted again if the stack says so); "
+        "retracted: no segment remains stacked at its bin. Values were only added (every "
+        "earlier record still validates); a withdrawn source is a record, never a tombstone",
+    )
+    retracted_segments: list[str] = Field(
+        default_factory=list,
+        description="segments retracted from this source's frequency grid (lisa.retractions): "
+        "subtracted if they had been stacked, never counted if retracted before they arrived",
+    )
+
+
+# -- the flow monitor (lisa_services.flows): alerts on ``lisa.flows.alerts``, its state on
+# ``lisa.flows.state``. Stages are the labels of ``lisa_pipeline.stages`` (raw, conditioned,
+# searched, estimated, catalogued); topics are named without the deployment prefix.
+
+
+class FlowStuck(Event):
+    """A segment that has not reached its next stage within the deadline: the service it waits
+    for took nothing from its partition for that long. Raised once per waiting record."""
+
+    ce_type: ClassVar[str] = "lisa.flow.stuck.v1"
+    segment_id: str
+    stage: str = Field(description="the stage the segment waits to reach")
+    service: str = Field(description="the service it waits for")
+    reached: str = Field(description="the last stage it reached")
+    topic: str = Field(description="where it waits")
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    since: datetime = Field(description="when it started waiting (its record's timestamp)")
+    waited_s: float = Field(ge=0)
+    deadline_s: float = Field(gt=0)
+    trace_id: str | None = None
+
+
+class FlowDeadLettered(Event):
+    """A segment's input was dead-lettered: its flow ends there until the letter is replayed."""
+
+    ce_type: ClassVar[str] = "lisa.flow.deadlettered.v1"
+    segment_id: str
+    stage: str = Field(description="the stage it failed to reach")
+    service: str = Field(description="the service that gave up on it")
+    reason: str
+    error: str = ""
+    dead_letter: str = Field(description="<topic>.dlq/<partition>/<offset>")
+    at: datetime
+    trace_id: str | None = None
+
+
+class FlowRecovered(Event):
+    """A segment reported stuck moved again."""
+
+    ce_type: ClassVar[str] = "lisa.flow.recovered.v1"
+    segment_id: str
+    stage: str = Field(description="the stage it reached")
+    service: str = Field(description="the service that moved it")
+    stuck_alert_id: str = Field(description="the id of the lisa.flow.stuck.v1 event it answers")
+    stuck_for_s: float = Field(ge=0, description="from when it started waiting to its move")
+    at: datetime
+
+
+class FlowMark(_Part):
+    """A stage a segment reached: the record that says so."""
+
+    stage: str
+    at_ms: int = Field(description="the record's timestamp (ms since the epoch)")
+    service: str = Field(description="who produced the record (ce_source)")
+    topic: str
+    partition: int
+    offset: int
+    event_id: str = ""
+    trace_id: str | None = None
+    via: Literal["record", "commit"] = Field(
+        "record",
+        description="record: an output on the stage's topic; commit: the stage's consumer "
+        "committed past the input (the catalogue, which publishes sources, not segments)",
+    )
+
+
+class FlowDeath(_Part):
+    """The dead letter that ended a flow."""
+
+    stage: str = Field(description="the stage it failed to reach")
+    service: str
+    reason: str
+    error: str = ""
+    ref: str = Field(description="<topic>.dlq/<partition>/<offset>")
+    at_ms: int
+    trace_id: str | None = None
+
+
+class FlowWait(_Part):
+    """A record a service has yet to take (a replayed letter)."""
+
+    topic: str
+    partition: int
+    offset: int
+    since_ms: int
+
+
+class FlowStuckMark(_Part):
+    """The stuck alert raised for a flow, until it moves again."""
+
+    stage: str
+    service: str
+    topic: str
+    partition: int
+    offset: int
+    since_ms: int
+    detected_ms: int
+    alert_id: str
+
+
+class FlowSnapshot(Event):
+    """One segment's flow as the flow monitor knows it (its compacted state, keyed by segment
+    id): stages reached, the dead letter that ended it, the stuck alert outstanding, and the ids
+    of every alert raised for it, so that a restarted monitor raises none twice."""
+
+    ce_type: ClassVar[str] = "lisa.flow.state.v1"
+    segment_id: str
+    correlation_id: str
+    marks: list[FlowMark] = Field(default_factory=list)
+    death: FlowDeath | None = None
+    stuck: FlowStuckMark | None = None
+    resumed: FlowWait | None = None
+    alerts: list[str] = Field(default_factory=list)
+    replays: list[str] = Field(default_factory=list, description="dead letters replayed")
+    updated_ms: int = 0
+
+
+# -- pause and resume (every step follows ``lisa.control``, see ``choreo.control``) and retraction
+# (``lisa.retractions``: each stateful step compensates its own state; the catalogue's is the only
+# state kept across segments).
+
+
+class StepControl(Event):
+    """The desired state of one step, for every replica of it: keyed by step name on the
+    compacted ``lisa.control``, where the latest record per step wins. A paused step finishes and
+    commits the batch in hand, keeps its partitions and group membership and fetches nothing
+    until a ``running`` command for it arrives."""
+
+    ce_type: ClassVar[str] = "lisa.control.step.v1"
+    step: str = Field(description="the step's name (condition, gb-search, estimate, catalog)")
+    state: Literal["paused", "running"]
+    reason: str = Field("", description="why, for operators and the flow view")
+    requested_by: str = Field("", description="who asked (user@host of the command line)")
+
+
+class SegmentRetracted(Event):
+    """A segment withdrawn from every product, keyed by segment id on ``lisa.retractions``. The
+    catalogue subtracts its statistic and its estimates, demotes the sources that fall below the
+    threshold and rewrites its products; a retraction is idempotent and, arriving before its
+    segment, keeps the segment from ever being counted."""
+
+    ce_type: ClassVar[str] = "lisa.segment.retracted.v1"
+    segment_id: str = Field(description="<source file sha256[:16]>-<index:05d>, as ingest cut it")
+    reason: str = Field("", description="why, for operators and the flow view")
+    source_file: str | None = Field(None, description="the file it came from, if retracted by file")
+    requested_by: str = Field("", description="who asked (user@host of the command line)")

@@ -13,6 +13,10 @@ SEGMENTS_CONDITIONED = "lisa.segments.conditioned"
 CANDIDATES_GB = "lisa.candidates.gb"
 SOURCES_ESTIMATES = "lisa.sources.estimates"
 CATALOG = "lisa.catalog"
+FLOWS_ALERTS = "lisa.flows.alerts"
+FLOWS_STATE = "lisa.flows.state"
+CONTROL = "lisa.control"
+RETRACTIONS = "lisa.retractions"
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(
@@ -44,5 +48,36 @@ TOPICS: tuple[TopicSpec, ...] = (
         partitions=3,
         compacted=True,
         description="the catalogue: latest state of each source, keyed by source id",
+    ),
+    # The flow monitor's (lisa_services.flows): a read-only observer of the topics above, so
+    # nothing it writes is on the processing path. One partition each: alerts in the order they
+    # were raised, and the state read back whole at start.
+    TopicSpec(
+        FLOWS_ALERTS,
+        partitions=1,
+        retention_ms=30 * DAY_MS,
+        description="stuck, dead-lettered and recovered segment flows, keyed by segment id",
+    ),
+    TopicSpec(
+        FLOWS_STATE,
+        partitions=1,
+        compacted=True,
+        description="the flow monitor's state: each segment's flow, keyed by segment id",
+    ),
+    # Pause and resume: every step reads the whole topic without a consumer group
+    # (choreo.control), so one partition; compacted, the latest command per step name wins.
+    TopicSpec(
+        CONTROL,
+        partitions=1,
+        compacted=True,
+        description="desired state of each step (paused or running), keyed by step name",
+    ),
+    # Retractions: a permanent fact about a segment, so compacted (kept whatever the age), and
+    # a catalogue rebuilt from the topics honours it too.
+    TopicSpec(
+        RETRACTIONS,
+        partitions=3,
+        compacted=True,
+        description="segments withdrawn from the products, keyed by segment id",
     ),
 )

@@ -52,6 +52,8 @@ def test_condition_gets_its_input_output_dead_letters_group_and_nothing_else(pla
         (TOPIC, LIT, "p1.lisa.segments.raw.dlq", DESCRIBE),
         (TOPIC, LIT, "p1.lisa.segments.conditioned", WRITE),
         (TOPIC, LIT, "p1.lisa.segments.conditioned", DESCRIBE),
+        (TOPIC, LIT, "p1.lisa.control", READ),  # pause/resume commands
+        (TOPIC, LIT, "p1.lisa.control", DESCRIBE),
         (GROUP, LIT, "p1.condition", READ),
         (GROUP, LIT, "p1.condition", DESCRIBE),
         (ResourceType.CLUSTER, LIT, CLUSTER, Operation.IDEMPOTENT_WRITE),
@@ -64,6 +66,12 @@ def test_catalog_gets_its_faust_internal_topics_and_its_group(plan):
         (TOPIC, LIT, "p1.lisa.sources.estimates", DESCRIBE),
         (TOPIC, LIT, "p1.lisa.sources.estimates.dlq", WRITE),
         (TOPIC, LIT, "p1.lisa.sources.estimates.dlq", DESCRIBE),
+        (TOPIC, LIT, "p1.lisa.retractions", READ),
+        (TOPIC, LIT, "p1.lisa.retractions", DESCRIBE),
+        (TOPIC, LIT, "p1.lisa.retractions.dlq", WRITE),
+        (TOPIC, LIT, "p1.lisa.retractions.dlq", DESCRIBE),
+        (TOPIC, LIT, "p1.lisa.control", READ),  # pause/resume commands
+        (TOPIC, LIT, "p1.lisa.control", DESCRIBE),
         (TOPIC, LIT, "p1.lisa.catalog", WRITE),
         (TOPIC, LIT, "p1.lisa.catalog", DESCRIBE),
         # faust: <app id>-by-grid, <app id>-stacks-changelog, <app id>-__assignor-__leader
@@ -94,7 +102,8 @@ def test_every_service_reads_only_what_it_consumes_and_writes_only_what_it_may(p
         read = {name for t, _, name, op in g if t is TOPIC and op is READ}
         written = {name for t, _, name, op in g if t is TOPIC and op is WRITE}
         internal = {P + "catalog-"} if step.name == "catalog" else set()
-        assert read - internal == {P + c.topic for c in step.consumes}
+        control = {P + "lisa.control"} if step.consumes else set()  # pause/resume commands
+        assert read - internal - control == {P + c.topic for c in step.consumes}
         assert written - internal == {P + p.topic for p in step.produces} | {
             P + c.topic + ".dlq" for c in step.consumes
         }
@@ -108,7 +117,7 @@ def test_the_operator_reads_everything_declared_and_writes_only_replay_targets(p
     assert {n for t, _, n, op in g if t is TOPIC and op is DESCRIBE} == every | {internal}
     consumed = {P + c.topic for s in topology().steps for c in s.consumes}
     # decided: `dlq replay` writes a letter back to its original topic, a consumed one
-    assert {n for t, _, n, op in g if t is TOPIC and op is WRITE} == consumed
+    assert {n for t, _, n, op in g if t is TOPIC and op is WRITE} == consumed | {P + "lisa.control"}
     assert P + "lisa.catalog" not in consumed
     assert not any(n.endswith(".dlq") for t, _, n, op in g if op is WRITE)
     groups = {(n, op) for t, _, n, op in g if t is GROUP}
@@ -158,6 +167,8 @@ def test_a_new_declaration_changes_the_plan_and_nothing_else():
         (TOPIC, LIT, "t.in.dlq", DESCRIBE),
         (TOPIC, LIT, "t.out", WRITE),
         (TOPIC, LIT, "t.out", DESCRIBE),
+        (TOPIC, LIT, "lisa.control", READ),  # every consumer follows pause/resume
+        (TOPIC, LIT, "lisa.control", DESCRIBE),
         (GROUP, LIT, "monitor", READ),
         (GROUP, LIT, "monitor", DESCRIBE),
         (ResourceType.CLUSTER, LIT, CLUSTER, Operation.IDEMPOTENT_WRITE),

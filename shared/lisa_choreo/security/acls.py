@@ -20,6 +20,13 @@ One principal per service (``User:<step name>``):
   ``<app id>-__assignor-__leader``) it creates itself, hence READ, WRITE, DESCRIBE, CREATE on
   topics PREFIXED ``<prefix>catalog-``.
 
+An observer (``User:<name>``, a service of ``Deployment.observers``: the flow monitor), read-only
+on the pipeline: READ, DESCRIBE on every topic it consumes and on every dead-letter topic of the
+topology (it lists them all; it dead-letters nothing, so it never writes one); READ, WRITE,
+DESCRIBE on the topics it produces (its own: it reads its state back at start); READ, DESCRIBE on
+its group ``<prefix><name>`` (it commits its positions there); DESCRIBE on the groups of the
+services consuming what it reads (it measures their lag); IDEMPOTENT_WRITE on the cluster.
+
 The operator (``User:operator``), for the tools (tail, trace, dlq, report, catalog): READ,
 DESCRIBE on every topic of the topology, dead-letter topics included (the tools read without a
 consumer group, ``choreo.reader``, so no group READ); DESCRIBE on each service's group (``report``
@@ -42,6 +49,7 @@ from enum import IntEnum
 
 from choreo.step import Step
 from choreo.topology import Topology, dead_letter_topic
+from lisa_pipeline.topics import CONTROL
 
 OPERATOR = "operator"
 CLUSTER = "kafka-cluster"  # the one name Kafka gives the CLUSTER resource
@@ -110,9 +118,15 @@ def principal(name: str) -> str:
     return f"User:{name}"
 
 
+def observers(topology: Topology) -> tuple[Step, ...]:
+    """The deployment's observers (``lisa_choreo.registry.Deployment``; none on a bare
+    ``Topology``)."""
+    return tuple(getattr(topology, "observers", ()))
+
+
 def principals(topology: Topology) -> list[str]:
-    """The user names of the deployment: one per service, and the operator."""
-    return [s.name for s in topology.steps] + [OPERATOR]
+    """The user names of the deployment: one per service and observer, and the operator."""
+    return [s.name for s in topology.steps] + [s.name for s in observers(topology)] + [OPERATOR]
 
 
 class _Grants:
@@ -144,6 +158,8 @@ def service_bindings(step: Step, prefix: str) -> list[AclBinding]:
         g.allow(ResourceType.TOPIC, prefix + p.topic, (W, D))
     if step.consumes:
         g.allow(ResourceType.GROUP, prefix + step.name, (R, D))
+        # Every consumer follows the pause/resume commands (choreo.control), read without a group.
+        g.allow(ResourceType.TOPIC, prefix + CONTROL, (R, D))
     if step.consumes or step.produces:
         g.allow(ResourceType.CLUSTER, CLUSTER, (Operation.IDEMPOTENT_WRITE,))
     if txn := TRANSACTIONAL_ID_PREFIXES.get(step.name):
@@ -158,8 +174,30 @@ def service_bindings(step: Step, prefix: str) -> list[AclBinding]:
     return sorted(g.bindings)
 
 
+def observer_bindings(step: Step, topology: Topology, prefix: str) -> list[AclBinding]:
+    """What an observer may do: read what it declares it consumes and every dead letter, read
+    and write its own topics, commit in its own group, describe the groups it measures."""
+    g = _Grants(step.name)
+    read = {c.topic for c in step.consumes}
+    for topic in sorted(read):
+        g.allow(ResourceType.TOPIC, prefix + topic, (R, D))
+    declared = {t.name for t in topology.topics}
+    for spec in topology.all_topics():
+        if spec.name not in declared:  # the dead-letter topics
+            g.allow(ResourceType.TOPIC, prefix + spec.name, (R, D))
+    for p in step.produces:
+        g.allow(ResourceType.TOPIC, prefix + p.topic, (R, W, D))
+    g.allow(ResourceType.GROUP, prefix + step.name, (R, D))
+    for s in topology.steps:
+        if any(c.topic in read for c in s.consumes):
+            g.allow(ResourceType.GROUP, prefix + s.name, (D,))
+    g.allow(ResourceType.CLUSTER, CLUSTER, (Operation.IDEMPOTENT_WRITE,))
+    return sorted(g.bindings)
+
+
 def operator_bindings(topology: Topology, prefix: str) -> list[AclBinding]:
-    """The operator's tools: read everything declared, write only replay targets."""
+    """The operator's tools: read everything declared, write only replay targets and the
+    pause/resume commands."""
     g = _Grants(OPERATOR)
     for spec in topology.all_topics():
         g.allow(ResourceType.TOPIC, prefix + spec.name, (R, D))
@@ -168,6 +206,7 @@ def operator_bindings(topology: Topology, prefix: str) -> list[AclBinding]:
             g.allow(ResourceType.GROUP, prefix + step.name, (D,))
         for c in step.consumes:  # `dlq replay` writes a letter back to where it came from
             g.allow(ResourceType.TOPIC, prefix + c.topic, (W,))
+    g.allow(ResourceType.TOPIC, prefix + CONTROL, (W,))  # `lisa-choreo step pause|resume`
     # The catalogue's changelog is how `process` counts catalogued segments: read-only.
     for internal in INTERNAL_TOPIC_PREFIXES.values():
         g.allow(ResourceType.TOPIC, prefix + internal, (R, D), PatternType.PREFIXED)
@@ -178,6 +217,7 @@ def operator_bindings(topology: Topology, prefix: str) -> list[AclBinding]:
 def derive(topology: Topology, prefix: str = "") -> list[AclBinding]:
     """Every binding of the deployment whose names start with ``prefix``, sorted."""
     bindings = [b for s in topology.steps for b in service_bindings(s, prefix)]
+    bindings += [b for s in observers(topology) for b in observer_bindings(s, topology, prefix)]
     bindings += operator_bindings(topology, prefix)
     check(bindings)
     return sorted(set(bindings))

@@ -1,0 +1,328 @@
+"""Retraction, a saga by compensation, on the real broker with every service as its own process.
+
+- 30 daily segments through condition, gb-search, estimate and catalog (coarse cadence, dt =
+  10 s, three binaries that every step really processes). The last day's file is retracted by
+  file BEFORE it is ingested, one stacked segment is retracted by id after the catalogue settled:
+  the final catalogue equals the one a second catalogue builds from the same estimates without
+  those two segments (same bins, statistics to 1e-9 relative, same sources and estimates);
+  retracting again changes nothing (no new record on ``lisa.catalog``); the retracted-first
+  segment, ingested afterwards, is never counted; the retraction's trace links to the segment's.
+- Synthetic statistics straight into the catalogue: a retraction sent before its segment is
+  honoured, across a restart of the catalogue (the ledger is in its table), and a retraction
+  subtracts exactly what was added.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from choreo.publisher import make_producer
+from choreo.store import Store
+from choreo.topology import Topology, ensure_topics
+from lisa_choreo import traceview
+from lisa_choreo.processes import ServiceProcess
+from lisa_choreo.registry import TOPICS
+from lisa_pipeline.topics import CATALOG, RETRACTIONS, SOURCES_ESTIMATES
+from lisa_services.catalog.service import step as catalog_step
+from lisa_services.ingest.files import plan_file
+from tests.conftest import Services, read_all, wait_until
+from tests.integration.fleet import DAY, catalogue, ingest_files, start_steps
+from tests.integration.test_catalog import LINE, make_segments, publish
+
+pytestmark = pytest.mark.kafka
+
+DT = 10.0  # coarse: 8640 samples a day, every step fast
+DAYS = 30
+# (frequency Hz, optimal SNR per day in each of A and E): promoted on their first segments, far
+# above the threshold at 28 segments and with their leakage far below it, so the catalogue does
+# not depend on the order segments arrive in.
+LINES = ((2.1e-3, 5.0), (4.3e-3, 6.0), (7.7e-3, 4.5))
+
+
+def lines_days(out: Path, days: int, seed: int) -> list[Path]:
+    """One LDC file per day: SciRD TDI 2.0 noise drawn as the simulator draws it, plus ``LINES``
+    (as ``test_recovery._lines_days``, at ``DT``)."""
+    from lisa_science.ldc import TDIData, write_ldc
+    from lisa_science.noise import tdi_psd
+    from lisa_science.segments import aet_to_xyz
+    from lisa_science.simulate import coloured_noise
+
+    n = int(DAY / DT)
+    rng = np.random.default_rng(seed)
+    time_s = np.arange(days * n) * DT
+    channels = {
+        ch: coloured_noise(days * n, DT, lambda f, ch=ch: tdi_psd(f, ch, "2.0"), rng)
+        for ch in ("A", "E", "T")
+    }
+    for k, (f, snr) in enumerate(LINES):
+        for ch, phase in (("A", 0.3 + k), ("E", 1.1 + k)):
+            amplitude = snr * np.sqrt(float(tdi_psd(np.array([f]), ch, "2.0")[0]) / DAY)
+            channels[ch] += amplitude * np.cos(2 * np.pi * f * time_s + phase)
+    x, y, z = aet_to_xyz(channels["A"], channels["E"], channels["T"])
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for d in range(days):
+        part = slice(d * n, (d + 1) * n)
+        path = out / f"day-{d:03d}.h5"
+        write_ldc(str(path), TDIData(t0=d * DAY, dt=DT, x=x[part], y=y[part], z=z[part]))
+        files.append(path)
+    return files
+
+
+def events(proc, name: str) -> list[dict]:
+    out = []
+    for line in proc.log_path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("event") == name:
+                out.append(record)
+    return out
+
+
+def logged(proc, name: str, segment_id: str) -> bool:
+    return any(r.get("segment_id") == segment_id for r in events(proc, name))
+
+
+def as_table(sources) -> dict[int, dict]:
+    return {
+        s.frequency_bin: {
+            "stacked_statistic": s.stacked_statistic,
+            "stacked_snr": s.stacked_snr,
+            "fap": s.fap,
+            "frequency_hz": s.frequency_hz,
+            "sigma_frequency_hz": s.sigma_frequency_hz,
+            "mean_amplitude": s.mean_amplitude,
+            "n_segments": s.n_segments,
+            "n_estimates": s.n_estimates,
+            "contributing_segments": sorted(s.contributing_segments),
+        }
+        for s in sources
+    }
+
+
+def assert_same(got, want) -> None:
+    g, w = as_table(got), as_table(want)
+    assert sorted(g) == sorted(w), "the same bins"
+    for b, expected in w.items():
+        for name, value in expected.items():
+            if isinstance(value, float):
+                assert g[b][name] == pytest.approx(value, rel=1e-9), (b, name)
+            else:
+                assert g[b][name] == value, (b, name)
+
+
+def publish_raw(settings, records) -> None:
+    async def send() -> None:
+        producer = make_producer(settings, "test-retraction-reference")
+        await producer.start()
+        try:
+            futures = [
+                await producer.send(
+                    settings.topic(SOURCES_ESTIMATES), r.value, r.key, headers=list(r.headers)
+                )
+                for r in records
+            ]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+@pytest.fixture(scope="module")
+def days(tmp_path_factory) -> list[Path]:
+    return lines_days(tmp_path_factory.mktemp("lines30") / "days", DAYS, seed=30)
+
+
+@pytest.mark.timeout(900)
+def test_retraction_gives_the_catalogue_without_the_segment(services, days, kafka, tmp_path):
+    settings = services.settings
+    start_steps(services)
+    catalog = next(p for p in services.started if p.name == "catalog")
+    last_id = plan_file(days[-1], DAY, 0.0).segment_id(0)
+
+    # 1. the last day is retracted by file before it is ingested
+    result = services.cli("retract", "--file", str(days[-1]), "--reason", "bad calibration")
+    assert result.returncode == 0, result.stderr
+    assert last_id in result.stdout
+    wait_until(lambda: logged(catalog, "segment retracted", last_id), 60, "the first retraction")
+
+    # 2. 29 days through the pipeline
+    ids = ingest_files(settings, services.store_uri, days[:-1])
+    assert len(ids) == DAYS - 1
+    wait_until(
+        lambda: (c := catalogue(settings)) and min(s.n_segments for s in c) >= DAYS - 1,
+        600,
+        "a catalogue stacking 29 segments",
+    )
+    before = catalogue(settings)
+    assert len(before) == len(LINES)
+
+    # 3. one stacked segment retracted by id
+    target = ids[5]
+    result = services.cli("retract", target, "--reason", "glitch storm")
+    assert result.returncode == 0, result.stderr
+    after = wait_until(
+        lambda: (
+            (c := catalogue(settings))
+            and all(target not in s.contributing_segments for s in c)
+            and c
+        ),
+        60,
+        "the catalogue without the retracted segment",
+    )
+    assert {s.n_segments for s in after} == {DAYS - 2}
+    # the grid lists what it subtracted; the id retracted before any segment of it came is in
+    # the ledger only, until that segment arrives
+    assert all(s.retracted_segments == [target] for s in after)
+    assert after.withdrawn == []  # strong lines: nothing falls below the threshold
+
+    # 4. the file retracted first now arrives: never counted
+    (late,) = ingest_files(settings, services.store_uri, days[-1:])
+    assert late == last_id
+    wait_until(
+        lambda: logged(catalog, "retracted segment ignored", last_id), 120, "the late segment"
+    )
+    wait_until(
+        lambda: all(s.retracted_segments == sorted([target, last_id]) for s in catalogue(settings)),
+        60,
+        "the updates saying the late segment is retracted",
+    )
+    # 5. retracting again changes nothing and publishes nothing
+    n_records = len(read_all(settings, CATALOG))
+    result = services.cli("retract", target)
+    assert result.returncode == 0, result.stderr
+    wait_until(
+        lambda: len([r for r in events(catalog, "retraction already applied")]) >= 1,
+        60,
+        "the second retraction seen",
+    )
+    assert len(read_all(settings, CATALOG)) == n_records
+    final = catalogue(settings)
+    assert_same(final, after)
+    assert all(last_id not in s.contributing_segments for s in final)
+
+    # The reference: a second catalogue fed the same estimates, without the two segments.
+    reference = kafka.model_copy(update={"topic_prefix": f"ref{uuid.uuid4().hex[:8]}."})
+    declared = Topology(topics=TOPICS, steps=(catalog_step,)).all_topics()
+    asyncio.run(ensure_topics(reference, declared))
+    env = {
+        **services.env,
+        "LISA_KAFKA_TOPIC_PREFIX": reference.topic_prefix,
+        "LISA_CHOREO_HOME": str(tmp_path / "ref-home"),
+        "OTEL_TRACES_EXPORTER": "none",
+    }
+    ref_proc = ServiceProcess("catalog", tmp_path / "ref-catalog.log", env).start()
+    try:
+        ref_proc.wait_ready(120)
+        estimates = sorted(
+            read_all(settings, SOURCES_ESTIMATES), key=lambda r: (r.timestamp, r.partition)
+        )
+        kept = [r for r in estimates if r.key.decode() not in (target, last_id)]
+        assert len({r.key for r in kept}) == DAYS - 2
+        publish_raw(reference, kept)
+        expected = wait_until(
+            lambda: (c := catalogue(reference)) and min(s.n_segments for s in c) >= DAYS - 2 and c,
+            300,
+            "the reference catalogue",
+        )
+    finally:
+        ref_proc.terminate()
+    assert_same(final, expected)
+
+    # products rewritten: catalog.csv holds the 28-segment catalogue
+    csv_text = (services.workdir / "home" / "products" / "catalog" / "catalog.csv").read_text()
+    rows = csv_text.strip().splitlines()[1:]
+    assert len(rows) == len(LINES)
+    assert all(f",{DAYS - 2}," in row for row in rows)
+
+    # tracing: the retraction's processing links to the segment's own flow
+    assert catalog.terminate() == 0
+    spans = traceview.read_jsonl(services.spans)
+    stacked = [
+        s
+        for s in spans
+        if s["name"] == f"process {settings.topic(SOURCES_ESTIMATES)}"
+        and s["attributes"].get("cloudevents.event_subject") == target
+    ]
+    assert stacked
+    segment_traces = {s["trace_id"] for s in stacked}
+    retract_spans = [s for s in spans if s["name"] == f"catalog retract {target}"]
+    assert retract_spans
+    assert {lk["trace_id"] for s in retract_spans for lk in s["links"]} <= segment_traces
+    assert any(lk["trace_id"] in segment_traces for s in retract_spans for lk in s["links"])
+    consumed = [
+        s
+        for s in spans
+        if s["name"] == f"process {settings.topic(RETRACTIONS)}"
+        and s["attributes"].get("cloudevents.event_subject") == target
+    ]
+    assert consumed, "the retraction is consumed in its own trace"
+    assert {s["trace_id"] for s in retract_spans} <= {s["trace_id"] for s in consumed}
+
+
+# -- synthetic statistics straight into the catalogue ------------------------------------------
+
+
+@pytest.fixture
+def catalog_services(services: Services) -> Services:
+    declared = Topology(topics=TOPICS, steps=(catalog_step,)).all_topics()
+    asyncio.run(ensure_topics(services.settings, declared))
+    return services
+
+
+def test_a_retraction_before_its_segment_survives_a_restart(catalog_services):
+    services = catalog_services
+    settings = services.settings
+    store = Store(services.store_uri)
+    env = {"LISA_CATALOG_COMMIT_INTERVAL_S": "0.5"}
+    first = services.start("catalog", **env)
+    segments = make_segments(store, 8)
+    ids = [s.envelope.data.timing.segment_id for s in segments]
+
+    result = services.cli("retract", "seg-003")  # before the segment exists anywhere
+    assert result.returncode == 0, result.stderr
+    wait_until(lambda: logged(first, "segment retracted", "seg-003"), 60, "the retraction")
+    # seg-003 first, before any segment of its grid: refused, its grid noted in the ledger
+    publish(settings, [segments[3].record()])
+    wait_until(lambda: logged(first, "retracted segment ignored", "seg-003"), 60, "seg-003")
+    publish(settings, [s.record() for s in segments if s is not segments[3]])
+    kept = [s for s in segments if s.envelope.data.timing.segment_id != "seg-003"]
+    (source,) = wait_until(
+        lambda: (c := catalogue(settings)) and c[0].n_segments == 7 and c, 60, "7 segments"
+    )
+    total = np.sum([s.stat for s in kept], axis=0)
+    assert source.frequency_bin == LINE
+    assert source.stacked_statistic == pytest.approx(float(total[LINE]), rel=1e-12)
+    assert source.contributing_segments == sorted(set(ids) - {"seg-003"})
+    assert source.retracted_segments == ["seg-003"]  # listed by the grid created after it
+    assert source.n_estimates == 3  # seg-000..002 carry one; seg-003's never counted
+    assert not logged(first, "segment stacked", "seg-003")
+
+    # A restart recovers the ledger from the table's changelog: seg-003 again is still refused.
+    assert first.terminate() == 0
+    second = services.start("catalog", **env)
+    publish(settings, [segments[3].record()])
+    wait_until(lambda: logged(second, "retracted segment ignored", "seg-003"), 60, "after restart")
+    assert not logged(second, "segment stacked", "seg-003")
+    # ... and a retraction of a stacked segment subtracts exactly its statistic, once.
+    assert services.cli("retract", "seg-005", "seg-005").returncode == 0
+    (source,) = wait_until(
+        lambda: (c := catalogue(settings)) and c[0].n_segments == 6 and c, 60, "6 segments"
+    )
+    rest = [s for s in kept if s.envelope.data.timing.segment_id != "seg-005"]
+    total = np.sum([s.stat for s in rest], axis=0)
+    assert source.stacked_statistic == pytest.approx(float(total[LINE]), rel=1e-9)
+    assert source.retracted_segments == ["seg-003", "seg-005"]
+    assert sorted(source.contributing_segments) == sorted(
+        s.envelope.data.timing.segment_id for s in rest
+    )
