@@ -389,7 +389,9 @@ def start(node: KafkaNode, base_port: int | None = None) -> None:
             node.security_file.write_text(
                 "SASL_SSL SCRAM-SHA-512 StandardAuthorizer\nusers=" + ",".join(users) + "\n"
             )
-    heap = os.environ.get("LISA_KAFKA_HEAP", "512m")
+    # 1 GiB: a test session creates thousands of partitions (a topic prefix per test); 512 MiB
+    # ran out of heap after ~2 h of them on one broker.
+    heap = os.environ.get("LISA_KAFKA_HEAP", "1g")
     spawn_detached(
         [
             java,
