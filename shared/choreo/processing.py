@@ -109,15 +109,7 @@ class RecordProcessor:
         self, record: Record, publisher: Publisher, dead_letters: DeadLetters
     ) -> list[asyncio.Future]:
         started = time.time()
-        with tracing.consumer_span(
-            record.topic,
-            record.partition,
-            record.offset,
-            record.timestamp,
-            record.headers,
-            self.step.name,
-            self.group,
-        ) as span:
+        with self._span(record) as span:
             try:
                 types = self.types.get(record.topic)
                 if types is None:
@@ -183,17 +175,21 @@ class RecordProcessor:
         letters = []
         for record, exc in refused:
             error = PermanentError("output-refused", f"{type(exc).__name__}: {exc}")
-            with tracing.consumer_span(
-                record.topic,
-                record.partition,
-                record.offset,
-                record.timestamp,
-                record.headers,
-                self.step.name,
-                self.group,
-            ) as span:
+            with self._span(record) as span:
                 letters.append(await self._dead_letter(record, error, dead_letters, span))
         await asyncio.gather(*letters)
+
+    def _span(self, record: Record):
+        """The CONSUMER span of one input, parented on its producer's context."""
+        return tracing.consumer_span(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.timestamp,
+            record.headers,
+            self.step.name,
+            self.group,
+        )
 
     async def _call_handler(self, envelope: Envelope[Event]) -> list[Emit]:
         handle: Any = self.step.handle
