@@ -11,7 +11,8 @@ Sections (keys of the JSON report):
 - ``scaling``: the slowest step with 1 and 2 replicas; throughput and peak RSS per service as the
   dataset grows;
 - ``recovery``: SIGKILL of each step -> first input processed by its replacement, SIGTERM of one
-  of two replicas -> first input processed by the other, before and after static membership.
+  of two replicas -> first input processed by the other, before and after static membership;
+- ``study``: the same steps under Temporal and over Kafka, side by side (``bench/study.py``).
 
 The broker is ``LISA_KAFKA_BOOTSTRAP_SERVERS`` (started with ``lisa_choreo.localstack.brokers`` on
 that port when nothing answers, stopped at the end); Zipkin is ``--zipkin-url``
@@ -47,6 +48,7 @@ SECTIONS = (
     "tracing",
     "scaling",
     "recovery",
+    "study",
 )
 
 

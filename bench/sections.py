@@ -448,3 +448,17 @@ def recovery(state: State) -> Section:
         return r, rows
 
     return run
+
+
+# -- 8. study: the same steps orchestrated (Temporal) and choreographed (Kafka) ---------------
+
+
+def study(state: State) -> Section:
+    def run():
+        from bench.study import StudyConfig, run_study
+
+        # smoke: the small backlog only, and only if the Temporal CLI is built already
+        cfg = StudyConfig.make(state.cfg.smoke, light=state.cfg.smoke)
+        return run_study(cfg, state.out / "study", state.ctx.workdir / "study")
+
+    return run

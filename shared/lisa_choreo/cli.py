@@ -16,6 +16,7 @@ from lisa_choreo.commands import (
     demo,
     dlq,
     ingest,
+    orchestrate,
     plot,
     process,
     report,
@@ -33,6 +34,7 @@ from lisa_choreo.commands import (
 
 COMMANDS = (
     process,
+    orchestrate,
     demo,
     stack,
     run,

@@ -22,6 +22,7 @@ def _port() -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from lisa_choreo.localstack.temporal import default_port as temporal_port
     from lisa_choreo.localstack.tracing_ui import default_port
 
     p = sub.add_parser("stack", help="start, stop or inspect the local Kafka broker and Zipkin")
@@ -46,6 +47,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-topics", action="store_true", help="do not create the topology's topics")
     p.add_argument("--no-tracing", action="store_true", help="leave the tracing backend out")
+    p.add_argument(
+        "--orchestrator",
+        action="store_true",
+        help="also the Temporal dev server and its web UI for `lisa-choreo orchestrate` (built "
+        "once with go install); down stops it whenever it runs",
+    )
+    p.add_argument(
+        "--temporal-port",
+        type=int,
+        default=temporal_port(),
+        help="Temporal's gRPC port on loopback, UI on +1000 (default from $LISA_TEMPORAL_ADDRESS, "
+        "else 7233)",
+    )
     p.add_argument(
         "--zipkin-port",
         type=int,
@@ -82,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if secure and args.action == "up":
         _secure_up(nodes, zipkin, args.no_topics)
+        if args.orchestrator:
+            _temporal_up(args.temporal_port)
         return 0
     if args.action == "up":
         # The tracing JVM boots while Kafka does; both are waited for below.
@@ -96,13 +112,18 @@ def run(args: argparse.Namespace) -> int:
             kafka = KafkaSettings(bootstrap_servers=",".join(n.bootstrap for n in nodes))
             rf = min(3, len(nodes))
             asyncio.run(ensure_topics(kafka, topology().all_topics(), rf, 2 if rf >= 3 else 1))
-        print("started" if started or zipkin_started else "already running")
+        temporal_started = args.orchestrator and _temporal_up(args.temporal_port)
+        print("started" if started or zipkin_started or temporal_started else "already running")
         return 0
     if args.action == "down":
         stopped = brokers.down(nodes)
         print(f"stopped {len(stopped)} broker(s)" if stopped else "no broker was running")
         if zipkin is not None:
             print("stopped zipkin" if tracing_ui.stop(zipkin) else "zipkin was not running")
+        from lisa_choreo.localstack import temporal
+
+        if temporal.stop(temporal.TemporalServer(args.temporal_port)):
+            print("stopped temporal")
         return 0
     ready = True
     for node in nodes:
@@ -117,7 +138,23 @@ def run(args: argparse.Namespace) -> int:
             print("  services send spans there with:")
             for name, value in tracing_ui.otel_env(zipkin.url).items():
                 print(f"    {name}={value}")
+    from lisa_choreo.localstack import temporal
+
+    tst = temporal.status(temporal.TemporalServer(args.temporal_port))
+    if args.orchestrator or tst.running:
+        print(tst.describe())
+        ready &= tst.ready or not (tst.running or args.orchestrator)
     return 0 if ready else 1
+
+
+def _temporal_up(port: int) -> bool:
+    """The Temporal dev server (frontend, its web UI, SQLite data under the stack's home)."""
+    from lisa_choreo.localstack import temporal
+
+    server = temporal.TemporalServer(port)
+    started = temporal.up(server, say=lambda text: print(text, file=sys.stderr, flush=True))
+    print(f"temporal: {server.address}, web UI {server.ui_url}/, data {server.db_file}")
+    return started
 
 
 def _print_service_env(service: str, nodes: list) -> None:

@@ -1,0 +1,1488 @@
+"""Orchestration or choreography? The same steps under Temporal and over Kafka, side by side.
+
+``python -m bench.study [--smoke] [--out bench/results/study]`` (also the ``study`` section of
+``python -m bench.run``). On the same simulated data, with the same handlers, store and catalogue
+code, it measures each mode:
+
+- ``throughput``: a backlog of 30 and 365 daily segments (smoke: 3 and 5). Choreography: every
+  service its own process on a broker (``bench.pipeline.run_pipeline``), ingest from this
+  process. Orchestration: 2 worker processes of 2 activity slots each (4 handlers at once, as the
+  4 services), one workflow per segment (ingest is its first activity) into one catalogue
+  workflow. Segments/s, time to catalogue each segment (p50/p99 from the start), CPU seconds
+  per segment and peak RSS of every process, the broker JVM and the Temporal server included,
+  and this process (ingest, or the Temporal client);
+- ``latency``: one segment every 0.5 s into the running pipeline (after the 30-segment run, its
+  catalogue not empty): published -> catalogued p50/p99 (choreography: the raw record's
+  timestamp to the catalogue's log line; orchestration: the workflow's start to the catalogue's
+  fold, so it also pays the raw segment's store write);
+- ``step``: the cost of one step that does nothing: the runtime hop over Kafka
+  (``bench.hop``: produce -> consume -> produce -> consume, with bare Kafka beside it) against one
+  Temporal activity in a workflow (schedule -> worker -> complete -> next workflow task), and a
+  local activity;
+- ``faults`` (12 segments; smoke 4), each on a fresh run, the fault injected once a third is
+  catalogued, the killed process restarted at once (as a supervisor would): SIGKILL of the
+  ``estimate`` service vs of a Temporal worker with an activity in flight; SIGKILL of the single
+  Kafka broker vs of the Temporal server. Time to recover, lost, duplicated, stuck;
+- ``coupling``: a data-quality monitor on conditioned segments added for real to two scratch
+  copies of the tree (never this checkout), one per mode, checked (ruff, imports, the handler
+  through ``StepHarness``, the workflows in the SDK's sandbox) and counted with ``git diff
+  --no-index --stat``;
+- ``observability``: ``lisa-choreo process`` and ``lisa-choreo orchestrate`` on 3 segments, then
+  headless Chromium screenshots of Zipkin's trace of one segment and of Temporal's web UI page of
+  the same segment's workflow.
+
+Everything runs on servers of its own: a Kafka broker and a Temporal dev server on free
+loopback ports (state under ``$LISA_CHOREO_HOME/stack``, removed at the end), so the numbers are
+this study's alone and the faults hit nobody else. Zipkin is ``LISA_ZIPKIN_URL``'s (started if
+none answers). Results: ``study.json``, the PNG plots, the screenshots, and a table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bench.data import DAY, Dataset, make_dataset
+from bench.fleet import Fleet, Sampler, log_events
+from bench.pipeline import Context, run_pipeline, run_steady
+from bench.report import Row, table
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTS = ("throughput", "latency", "step", "faults", "coupling", "observability")
+WORKERS, SLOTS = 2, 2
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class StudyConfig:
+    smoke: bool
+    sizes: tuple[int, ...] = (30, 365)
+    steady_segments: int = 60
+    steady_interval_s: float = 0.5
+    hop_messages: int = 1000
+    hop_rate_hz: float = 50.0
+    probe_steps: int = 300
+    fault_segments: int = 12
+    parts: tuple[str, ...] = PARTS
+    light: bool = False
+    """``bench.run --smoke``: throughput on the small size only, nothing else (CI time)."""
+
+    @classmethod
+    def make(cls, smoke: bool, light: bool = False) -> StudyConfig:
+        if not smoke:
+            return cls(smoke)
+        return cls(
+            smoke,
+            sizes=(3,) if light else (3, 5),
+            steady_segments=4,
+            hop_messages=100,
+            hop_rate_hz=100.0,
+            probe_steps=30,
+            fault_segments=6,
+            parts=("throughput",) if light else PARTS,
+            light=light,
+        )
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    from bench.hop import percentile as pct
+
+    return pct(sorted(values), p)
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(offsets: tuple[int, ...]) -> int:
+    for _ in range(500):
+        port = random.randint(20000, 39000)
+        if all(_free(port + o) for o in offsets):
+            return port
+    raise RuntimeError("no free ports")
+
+
+# -- the study's own servers -----------------------------------------------------------------
+
+
+class Servers:
+    """A private Kafka broker and a private Temporal dev server, on free loopback ports."""
+
+    def __init__(self) -> None:
+        from lisa_choreo.localstack import brokers, temporal
+
+        self.node = brokers.KafkaNode(port=free_port((0, 1000)))
+        self.temporal = temporal.TemporalServer(free_port((0, 10, 1000)))
+
+    @property
+    def bootstrap(self) -> str:
+        return self.node.bootstrap
+
+    def up(self) -> None:
+        from lisa_choreo.localstack import brokers, temporal
+
+        temporal.launch(self.temporal, say=log)
+        brokers.up([self.node])
+        temporal.wait_ready(self.temporal)
+        log(f"  private broker {self.bootstrap}, Temporal {self.temporal.address}")
+
+    def broker_pid(self) -> int | None:
+        from lisa_choreo.localstack import brokers
+
+        return brokers._running_pid(self.node)
+
+    def temporal_pid(self) -> int | None:
+        from lisa_choreo.localstack import temporal
+
+        return temporal.running_pid(self.temporal)
+
+    def down(self) -> None:
+        from lisa_choreo.localstack import brokers, temporal
+
+        for stop, where in (
+            (lambda: brokers.stop(self.node, 30), self.node.state_dir),
+            (lambda: temporal.stop(self.temporal), self.temporal.state_dir),
+        ):
+            with contextlib.suppress(Exception):
+                stop()
+            shutil.rmtree(where, ignore_errors=True)
+        (self.node.state_dir.parent / f"cluster-{self.node.port}.id").unlink(missing_ok=True)
+
+
+@dataclass
+class Study:
+    cfg: StudyConfig
+    servers: Servers
+    workdir: Path
+    out: Path
+    datasets: dict[str, Dataset] = field(default_factory=dict)
+    kept_choreo: Fleet | None = None
+    kept_orch: Any = None  # (OrchCase) the small run's workers and open catalogue
+
+    def ctx(self, name: str) -> Context:
+        return Context(
+            bootstrap=self.servers.bootstrap,
+            workdir=self.workdir,
+            store_uri=(self.workdir / "store").as_uri(),
+            broker_pid=self.servers.broker_pid(),
+            log=log,
+        )
+
+    def dataset(self, days: int, seed: int) -> Dataset:
+        key = f"lines-{days}-{seed}"
+        if key not in self.datasets:
+            t = time.monotonic()
+            self.datasets[key] = make_dataset(
+                self.workdir / "data" / f"{key}.h5", days, "lines", seed
+            )
+            log(f"  dataset {key}: {time.monotonic() - t:.1f} s to simulate")
+        return self.datasets[key]
+
+
+# -- orchestration, measured as bench.pipeline measures the choreography ----------------------
+
+
+@dataclass
+class OrchCase:
+    run: Any
+    workers: Any
+    sampler: Sampler
+    client: Any = None
+
+    def stop(self) -> None:
+        self.sampler.stop()
+        self.workers.terminate()
+
+
+def _client(study: Study):
+    from lisa_choreo.orchestration.worker import connect
+
+    return asyncio.run(connect(study.servers.temporal.address, timeout_s=60))
+
+
+def orch_case(study: Study, name: str, workers: int = WORKERS, env: dict | None = None) -> OrchCase:
+    from lisa_choreo.orchestration.run import OrchestratedRun, Workers
+    from lisa_choreo.orchestration.worker import TemporalSettings
+
+    settings = TemporalSettings(address=study.servers.temporal.address)
+    run = OrchestratedRun.new(
+        study.workdir / name, store_uri=(study.workdir / "store").as_uri(), settings=settings
+    )
+    pool = Workers(
+        run,
+        {"LISA_TEMPORAL_MAX_ACTIVITIES": str(SLOTS), "LISA_LOG_LEVEL": "INFO", **(env or {})},
+    )
+    pool.start(workers)
+    sampler = Sampler()
+    for proc in pool.procs:
+        sampler.watch(proc.name, proc.proc.pid)
+    pid = study.servers.temporal_pid()
+    if pid:
+        sampler.watch("temporal-server", pid)
+    sampler.start()
+    return OrchCase(run, pool, sampler)
+
+
+async def _orchestrate_file(case: OrchCase, data: Dataset, stall_s: float = 900.0):
+    """Plan (validate) the file, start every workflow, follow the catalogue until all counted."""
+    from lisa_choreo.orchestration import run as orch
+    from lisa_services.ingest.files import plan_file
+
+    client = await orch.connect(case.run.address, timeout_s=60)
+    plan = plan_file(data.path, DAY, 0.0)
+    inputs = orch.segment_inputs([plan], case.run, orch.step_policy(), overlap_s=0.0)
+    await orch.start_run(client, case.run, inputs, orch.catalogue_params(), orch.step_policy())
+    expected = {i.segment_id for i in inputs}
+    view = await orch.follow(client, case.run, expected, stall_s, poll_s=0.2)
+    return inputs, view
+
+
+def _proc_stats(sampler: Sampler, n: int) -> dict:
+    return {
+        k: {
+            "peak_rss_mb": st.peak_rss / 2**20,
+            "cpu_s": st.cpu_s,
+            "cpu_ms_per_segment": 1e3 * st.cpu_s / n,
+        }
+        for k, st in sampler.stats.items()
+    }
+
+
+def run_orchestrated(study: Study, name: str, data: Dataset, keep: bool = False) -> dict:
+    case = orch_case(study, name)
+    ok = False
+    try:
+        log(f"  {name}: {WORKERS} workers x {SLOTS} activities; {data.days} segments")
+        case.sampler.mark_start()
+        t0, cpu0 = time.time(), time.process_time()
+        inputs, view = asyncio.run(_orchestrate_file(case, data))
+        client_cpu = time.process_time() - cpu0
+        case.sampler.mark_end()
+        n = len(inputs)
+        times = sorted(view.counted[i.segment_id] for i in inputs)
+        wall = times[-1] - t0
+        processes = _proc_stats(case.sampler, n)
+        processes["client (bench process)"] = {
+            "cpu_s": client_cpu,
+            "cpu_ms_per_segment": 1e3 * client_cpu / n,
+        }
+        result = {
+            "segments": n,
+            "wall_s": wall,
+            "segments_per_s": n / wall,
+            "cpu_s_total": sum(p["cpu_s"] for p in processes.values()),
+            "processes": processes,
+            "stacked_at_s": [t - t0 for t in times],
+            "catalogue_folds": view.folds,
+            "continue_as_new": view.generation,
+            "sources": len(view.sources),
+            "machine": case.sampler.machine(),
+            "activities": _activity_counts(case),
+            "rss_mb": {
+                k: [(round(t, 2), round(r / 2**20, 1)) for t, r in st.rss_samples]
+                for k, st in case.sampler.stats.items()
+            },
+        }
+        ok = True
+        return result
+    finally:
+        if keep and ok:
+            study.kept_orch = case
+        else:
+            case.stop()
+
+
+def _activity_lines(case: OrchCase) -> list[dict]:
+    return [
+        dict(r, worker=p.name)
+        for p in case.workers.procs
+        for r in log_events(p.log_path)
+        if str(r.get("event", "")).startswith("activity ")
+    ]
+
+
+def _activity_counts(case: OrchCase) -> dict:
+    done = [r for r in _activity_lines(case) if r["event"] == "activity completed"]
+    out: dict[str, dict] = {}
+    for step in sorted({r["step"] for r in done}):
+        mine = [r for r in done if r["step"] == step]
+        out[step] = {
+            "completed": len(mine),
+            "handler_ms_mean": statistics.fmean(r.get("ms", 0.0) for r in mine),
+            "retried": sum(r.get("attempt", 1) > 1 for r in mine),
+        }
+    return out
+
+
+def _rss(result: dict, name: str) -> float:
+    return result["processes"].get(name, {}).get("peak_rss_mb", float("nan"))
+
+
+def _summary(result: dict, n_key: str = "segments") -> dict:
+    lat = result["stacked_at_s"]
+    return {
+        "segments_per_s": result["segments_per_s"],
+        "wall_s": result["wall_s"],
+        "cpu_s_per_segment": result["cpu_s_total"] / result[n_key],
+        "to_catalogue_p50_s": percentile(lat, 50),
+        "to_catalogue_p99_s": percentile(lat, 99),
+    }
+
+
+def throughput(study: Study) -> tuple[dict, list[Row]]:
+    out: dict = {}
+    rows: list[Row] = []
+    for k, size in enumerate(study.cfg.sizes):
+        data = study.dataset(size, seed=1)
+        keep = k == 0 and "latency" in study.cfg.parts
+        order = ("choreography", "orchestration") if k % 2 == 0 else ("orchestration", "choreo")
+        res: dict = {}
+        for mode in order:
+            if mode.startswith("choreo"):
+                r, fleet = run_pipeline(study.ctx("c"), f"study-choreo-{size}", data, keep=keep)
+                if keep:
+                    study.kept_choreo = fleet
+                r["processes"] = r.pop("services")
+                res["choreography"] = r
+            else:
+                res["orchestration"] = run_orchestrated(study, f"study-orch-{size}", data, keep)
+        c, o = res["choreography"], res["orchestration"]
+        out[str(size)] = {
+            "choreography": c,
+            "orchestration": o,
+            "summary": {"choreography": _summary(c), "orchestration": _summary(o)},
+        }
+        sc, so = (
+            out[str(size)]["summary"]["choreography"],
+            out[str(size)]["summary"]["orchestration"],
+        )
+        log(
+            f"    {size}: choreography {sc['segments_per_s']:.2f} seg/s, "
+            f"orchestration {so['segments_per_s']:.2f} seg/s"
+        )
+        rows += [
+            Row(
+                f"{size} seg: segments/s  choreography | orchestration",
+                f"{sc['segments_per_s']:.2f} | {so['segments_per_s']:.2f}",
+            ),
+            Row(
+                f"{size} seg: to catalogue p50/p99 s  choreo | orch",
+                f"{sc['to_catalogue_p50_s']:.1f}/{sc['to_catalogue_p99_s']:.1f} | "
+                f"{so['to_catalogue_p50_s']:.1f}/{so['to_catalogue_p99_s']:.1f}",
+            ),
+            Row(
+                f"{size} seg: CPU s/segment, all processes  choreo | orch",
+                f"{sc['cpu_s_per_segment']:.3f} | {so['cpu_s_per_segment']:.3f}",
+            ),
+            Row(
+                f"{size} seg: peak RSS MiB broker | Temporal server",
+                f"{_rss(c, 'kafka-broker'):.0f} | {_rss(o, 'temporal-server'):.0f}",
+            ),
+            Row(
+                f"{size} seg: peak RSS MiB, sum of all processes  choreo | orch",
+                f"{sum(p.get('peak_rss_mb', 0) for p in c['processes'].values()):.0f} | "
+                f"{sum(p.get('peak_rss_mb', 0) for p in o['processes'].values()):.0f}",
+            ),
+        ]
+    return out, rows
+
+
+# -- latency at a steady rate ----------------------------------------------------------------
+
+
+def latency(study: Study) -> tuple[dict, list[Row]]:
+    cfg = study.cfg
+    data = study.dataset(cfg.steady_segments, seed=2)
+    out: dict = {}
+    fleet = (
+        study.kept_choreo
+        or run_pipeline(study.ctx("c"), "lat-c", study.dataset(2, 5), keep=True)[1]
+    )
+    try:
+        out["choreography"] = run_steady(study.ctx("c"), fleet, data, cfg.steady_interval_s)
+    finally:
+        fleet.stop()
+        study.kept_choreo = None
+    case = study.kept_orch
+    if case is None:
+        run_orchestrated(study, "lat-o", study.dataset(2, 5), keep=True)
+        case = study.kept_orch
+    try:
+        out["orchestration"] = asyncio.run(_steady_orchestrated(case, data, cfg.steady_interval_s))
+    finally:
+        case.stop()
+        study.kept_orch = None
+    c, o = out["choreography"], out["orchestration"]
+    rate = 1 / cfg.steady_interval_s
+    return out, [
+        Row(
+            f"latency at {rate:g} seg/s p50/p99 ms  choreo | orch",
+            f"{c['p50_s'] * 1e3:.0f}/{c['p99_s'] * 1e3:.0f} | "
+            f"{o['p50_s'] * 1e3:.0f}/{o['p99_s'] * 1e3:.0f}",
+        )
+    ]
+
+
+async def _steady_orchestrated(case: OrchCase, data: Dataset, interval_s: float) -> dict:
+    """One segment workflow started every ``interval_s`` into the kept (open) catalogue."""
+    from lisa_choreo.orchestration import run as orch
+    from lisa_choreo.orchestration.contract import SEGMENT_WORKFLOW
+    from lisa_services.ingest.files import plan_file
+
+    client = await orch.connect(case.run.address, timeout_s=60)
+    plan = plan_file(data.path, DAY, 0.0)
+    # another file (another seed): its segment ids are new to the kept catalogue
+    inputs = orch.segment_inputs([plan], case.run, orch.step_policy(), overlap_s=0.0)
+    started: dict[str, float] = {}
+    t0 = time.monotonic()
+    for k, inp in enumerate(inputs):
+        delay = t0 + k * interval_s - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        started[inp.segment_id] = time.time()
+        await client.start_workflow(
+            SEGMENT_WORKFLOW,
+            inp,
+            id=case.run.segment_workflow_id(inp.segment_id),
+            task_queue=case.run.task_queue,
+        )
+    view = await orch.follow(client, case.run, set(started), 600.0, poll_s=0.2)
+    lat = sorted(view.counted[s] - started[s] for s in started)
+    return {
+        "segments": len(lat),
+        "interval_s": interval_s,
+        "latency_s": lat,
+        "p50_s": percentile(lat, 50),
+        "p99_s": percentile(lat, 99),
+        "max_s": lat[-1],
+    }
+
+
+# -- one trivial step ------------------------------------------------------------------------
+
+
+def step(study: Study) -> tuple[dict, list[Row]]:
+    from bench.hop import run_hops
+
+    cfg = study.cfg
+    hops = run_hops(
+        study.servers.bootstrap, study.workdir / "hop", cfg.hop_messages, cfg.hop_rate_hz, log
+    )
+    hops.pop("samples_ms", None)
+    case = orch_case(study, "probe", workers=1)
+    try:
+        probe = asyncio.run(_probe(case, cfg.probe_steps))
+    finally:
+        case.stop()
+    out = {"choreography_hop_ms": hops, "orchestration": probe}
+    r, a = hops["runtime"], probe["activity_ms"]
+    return out, [
+        Row(
+            "one trivial step p50/p99 ms: Kafka bare | runtime hop",
+            f"{hops['bare']['p50']:.1f}/{hops['bare']['p99']:.1f} | {r['p50']:.1f}/{r['p99']:.1f}",
+        ),
+        Row(
+            "one trivial step p50/p99 ms: Temporal activity | local act. mean",
+            f"{a['p50']:.1f}/{a['p99']:.1f} | {probe['local_activity_ms_mean']:.2f}",
+        ),
+    ]
+
+
+async def _probe(case: OrchCase, steps: int) -> dict:
+    from lisa_choreo.orchestration import run as orch
+    from lisa_choreo.orchestration.contract import PROBE_WORKFLOW, ProbeInput
+
+    client = await orch.connect(case.run.address, timeout_s=60)
+    await client.execute_workflow(  # warm-up: worker caches, sticky queue
+        PROBE_WORKFLOW,
+        ProbeInput(5),
+        id=f"probe-warm-{case.run.run_id}",
+        task_queue=case.run.task_queue,
+        result_type=list,
+    )
+    times = await client.execute_workflow(
+        PROBE_WORKFLOW,
+        ProbeInput(steps),
+        id=f"probe-{case.run.run_id}",
+        task_queue=case.run.task_queue,
+        result_type=list,
+    )
+    deltas = [1e3 * (b - a) for a, b in itertools.pairwise(times)]
+    t = time.perf_counter()
+    await client.execute_workflow(
+        PROBE_WORKFLOW,
+        ProbeInput(steps, local=True),
+        id=f"probe-local-{case.run.run_id}",
+        task_queue=case.run.task_queue,
+        result_type=list,
+    )
+    local_total = time.perf_counter() - t
+    return {
+        "steps": steps,
+        "activity_ms": {
+            "p50": percentile(deltas, 50),
+            "p99": percentile(deltas, 99),
+            "mean": statistics.fmean(deltas),
+        },
+        "local_activity_ms_mean": 1e3 * local_total / steps,
+        "local_note": "workflow start to result, divided by the steps (one workflow's overhead in)",
+    }
+
+
+# -- faults ----------------------------------------------------------------------------------
+
+
+def _catalogued(fleet: Fleet) -> dict[str, float]:
+    return fleet.stacked()
+
+
+def _reprocessed_choreo(fleet: Fleet) -> int:
+    extra = 0
+    for key in fleet.procs:
+        subjects = [r.get("subject") for r in fleet.processed(key)]
+        extra += len(subjects) - len(set(subjects))
+    return extra
+
+
+def choreo_fault(study: Study, kind: str, data: Dataset) -> dict:
+    """SIGKILL of the estimate service (restarted at once) or of the broker (restarted at
+    once), a third of the way through a backlog."""
+    from lisa_choreo.localstack import brokers
+    from lisa_choreo.processes import ServiceProcess
+    from lisa_services.ingest.files import plan_file
+
+    ctx = study.ctx("c")
+    fleet = ctx.fleet(f"fault-{kind}")
+    fleet.create_topics()
+    fleet.start()
+    try:
+        plan = plan_file(data.path, DAY, 0.0)
+        ids = {plan.segment_id(i) for i in range(len(plan.bounds))}
+        from bench.pipeline import _ingest
+
+        t0 = time.time()
+        _ingest(fleet.settings, ctx.store_uri, data.path)
+        _wait(
+            lambda: (
+                len(_catalogued(fleet)) >= max(1, len(ids) // 3)
+                and (kind != "service" or len(fleet.processed("estimate")) < len(ids))
+            ),
+            600,
+            "a third catalogued (and estimate still busy)",
+        )
+        info: dict[str, Any] = {}
+        t_kill = time.time()
+        if kind == "service":
+            victim = fleet.procs.pop("estimate")
+            victim.kill()
+            replacement = ServiceProcess(
+                "estimate", fleet.dir / "estimate-restarted.log", fleet.env
+            ).start()
+            fleet.procs["estimate#restarted"] = replacement
+            first = _wait(
+                lambda: [r["t"] for r in log_events(replacement.log_path, "processed")],
+                300,
+                "the restarted estimate's first input",
+            )
+            info["recovery_s"] = min(first) - t_kill
+            info["what_recovers"] = "kill -> the restarted estimate finishes its first input"
+        else:
+            pid = study.servers.broker_pid()
+            os.kill(pid, signal.SIGKILL)
+            _wait(lambda: study.servers.broker_pid() is None, 60, "the broker gone")
+            t_restart = time.time()
+            brokers.start(study.servers.node)
+            brokers.wait_ready([study.servers.node])
+            info["server_back_s"] = time.time() - t_kill
+            info["restart_to_ready_s"] = time.time() - t_restart
+            fleet.sampler.watch("kafka-broker", study.servers.broker_pid())
+            after = _wait(
+                lambda: [t for t in _catalogued(fleet).values() if t > t_kill],
+                600,
+                "a segment catalogued after the broker's restart",
+            )
+            info["recovery_s"] = min(after) - t_kill
+            info["what_recovers"] = "kill -> next segment catalogued (broker restarted at once)"
+        stacked = _wait_all(lambda: _catalogued(fleet), ids, 600)
+        info.update(_outcome_choreo(fleet, ids, stacked, t0))
+        return info
+    finally:
+        fleet.stop()
+
+
+def _outcome_choreo(fleet: Fleet, ids: set[str], stacked: dict, t0: float) -> dict:
+    counted = log_events(fleet.log("catalog"), "segment stacked")
+    return {
+        "segments": len(ids),
+        "lost": len(ids - stacked.keys()),
+        "stuck": 0 if ids <= stacked.keys() else len(ids - stacked.keys()),
+        # the stack's own count of segments (its "segment stacked" lines) beyond the file's
+        "duplicated_in_catalogue": max((r["n_segments"] for r in counted), default=0) - len(ids),
+        "stacked_twice": len(counted) - len({r["segment_id"] for r in counted}),
+        "reprocessed_step_inputs": _reprocessed_choreo(fleet),
+        "wall_s": max(stacked.values()) - t0 if stacked else None,
+    }
+
+
+def orch_fault(study: Study, kind: str, data: Dataset) -> dict:
+    """SIGKILL of a worker with an activity in flight (a new one started at once) or of the
+    Temporal server (restarted at once), a third of the way through a backlog."""
+    from lisa_choreo.localstack import temporal
+    from lisa_choreo.orchestration import run as orch
+
+    case = orch_case(study, f"fault-{kind}")
+    info: dict[str, Any] = {}
+    try:
+
+        async def go() -> Any:
+            from lisa_services.ingest.files import plan_file
+
+            client = await orch.connect(case.run.address, timeout_s=60)
+            plan = plan_file(data.path, DAY, 0.0)
+            inputs = orch.segment_inputs([plan], case.run, orch.step_policy(), overlap_s=0.0)
+            await orch.start_run(
+                client, case.run, inputs, orch.catalogue_params(), orch.step_policy()
+            )
+            expected = {i.segment_id for i in inputs}
+            third = max(1, len(expected) // 3)
+            task = asyncio.create_task(orch.follow(client, case.run, expected, 900.0, 0.2))
+
+            def estimated() -> int:
+                return sum(
+                    r["event"] == "activity completed" and r["step"] == "estimate"
+                    for r in _activity_lines(case)
+                )
+
+            t_kill = time.time()
+            if kind == "worker":  # once a third went through estimate, a worker running a step
+                victim, flying = await _wait_async(
+                    lambda: estimated() >= third and _in_flight(case), 900, task
+                )
+                t_kill = time.time()
+                victim.kill()
+                case.workers.start(1, wait=False)
+                info["killed_activities"] = flying
+                info["what_recovers"] = (
+                    "kill -> the killed activities completed again on another worker"
+                )
+            else:  # likewise: mid-run, with activities in flight
+                await _wait_async(lambda: estimated() >= third and _in_flight(case), 900, task)
+                t_kill = time.time()
+                temporal.kill(study.servers.temporal)
+                t_restart = time.time()
+                await asyncio.to_thread(temporal.up, study.servers.temporal)
+                info["server_back_s"] = time.time() - t_kill
+                info["restart_to_ready_s"] = time.time() - t_restart
+                case.sampler.watch("temporal-server", study.servers.temporal_pid())
+                info["what_recovers"] = "kill -> next segment catalogued (server restarted at once)"
+            final = await task
+            if kind == "worker":
+                redone = [
+                    r["t"]
+                    for r in _activity_lines(case)
+                    if r["event"] == "activity completed"
+                    and [r["step"], r["segment_id"]] in [k[:2] for k in info["killed_activities"]]
+                    and r.get("attempt", 1) > 1
+                ]
+                info["recovery_s"] = max(redone) - t_kill if redone else None
+            else:
+                after = [t for t in final.counted.values() if t > t_kill]
+                info["recovery_s"] = min(after) - t_kill if after else None
+            closed = await orch.close(client, case.run)
+            return inputs, closed
+
+        t0 = time.time()
+        inputs, final = asyncio.run(go())
+        ids = {i.segment_id for i in inputs}
+        done = [r for r in _activity_lines(case) if r["event"] == "activity completed"]
+        keys = [(r["step"], r.get("segment_id")) for r in done if r["step"] != "stack"]
+        info.update(
+            {
+                "segments": len(ids),
+                "lost": len(ids - final.counted.keys() - final.failed.keys()),
+                "failed": len(ids & final.failed.keys()),
+                "stuck": len(ids - final.counted.keys()),
+                "duplicated_in_catalogue": max((s["n_segments"] for s in final.sources), default=0)
+                - len(ids),
+                "reprocessed_step_inputs": len(keys) - len(set(keys)),
+                "wall_s": max(final.counted.values()) - t0,
+            }
+        )
+        return info
+    finally:
+        case.stop()
+
+
+def _in_flight(case: OrchCase):
+    """(worker, [[step, segment, attempt], ...]) of a live worker running a chain activity."""
+    lines = _activity_lines(case)
+    for proc in case.workers.alive():
+        started, finished = set(), set()
+        for r in lines:
+            if r["worker"] != proc.name or r["step"] == "stack":
+                continue
+            key = (r["step"], r.get("segment_id"), r.get("attempt", 1))
+            (started if r["event"] == "activity started" else finished).add(key)
+        flying = sorted(started - finished, key=str)
+        if flying:
+            return proc, [list(k) for k in flying]
+    return None
+
+
+async def _wait_async(
+    condition: Callable[[], Any], timeout_s: float, run: asyncio.Task | None = None
+) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if run is not None and run.done():
+            raise RuntimeError("the run ended before the fault could be injected")
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.02)
+
+
+def _wait(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout_s:.0f} s")
+        time.sleep(0.05)
+
+
+def _wait_all(read: Callable[[], dict], ids: set[str], timeout_s: float) -> dict:
+    """What ``read`` holds once it holds every id, or at the deadline (the rest is stuck)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = read()
+        if ids <= got.keys() or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
+def faults(study: Study) -> tuple[dict, list[Row]]:
+    data = study.dataset(study.cfg.fault_segments, seed=4)
+    out = {
+        "service_sigkill": {
+            "choreography": choreo_fault(study, "service", data),
+            "orchestration": orch_fault(study, "worker", data),
+        },
+        "server_sigkill": {
+            "choreography": choreo_fault(study, "broker", data),
+            "orchestration": orch_fault(study, "server", data),
+        },
+    }
+    rows = []
+    for key, what in (
+        ("service_sigkill", "SIGKILL estimate service | Temporal worker"),
+        ("server_sigkill", "SIGKILL Kafka broker | Temporal server"),
+    ):
+        c, o = out[key]["choreography"], out[key]["orchestration"]
+
+        def f(r: dict) -> str:
+            rec = r.get("recovery_s")
+            return (
+                f"{rec:.1f} s" if rec is not None else "-"
+            ) + f", lost {r['lost']}, dup {r['duplicated_in_catalogue']}, stuck {r['stuck']}"
+
+        rows.append(Row(f"{what}: recover, lost, dup, stuck", f"{f(c)} | {f(o)}"))
+    return out, rows
+
+
+# -- coupling: one new consumer step in each mode --------------------------------------------
+
+DQ_SERVICE = '''"""``dq-monitor``: flags conditioned segments whose noise or usable data stray."""
+
+from __future__ import annotations
+
+import sys
+
+from choreo import Consumes, Emit, Envelope, Produces, Step
+from choreo.runner import run_step
+from lisa_pipeline.events import QualityFlag, SegmentConditioned
+from lisa_pipeline.topics import QUALITY_FLAGS, SEGMENTS_CONDITIONED
+
+step = Step(
+    "dq-monitor",
+    consumes=[Consumes(SEGMENTS_CONDITIONED, SegmentConditioned)],
+    produces=[Produces(QUALITY_FLAGS, QualityFlag)],
+    description="flags segments whose PSD strays from the model or with little usable data",
+)
+RATIO_RANGE = (0.5, 2.0)
+MIN_USABLE = 0.9
+
+
+@step.handler
+def monitor(event: Envelope[SegmentConditioned]) -> list[Emit]:
+    seg = event.data
+    off = [
+        f"{b.channel} {b.fmin_hz * 1e3:g}-{b.fmax_hz * 1e3:g} mHz x{b.ratio:.2f}"
+        for b in seg.psd_model_ratio
+        if not RATIO_RANGE[0] <= b.ratio <= RATIO_RANGE[1]
+    ]
+    if seg.usable_fraction < MIN_USABLE:
+        off.append(f"usable {seg.usable_fraction:.0%}")
+    return [Emit(QUALITY_FLAGS, QualityFlag(timing=seg.timing, ok=not off, reasons=off))]
+
+
+def main() -> int:
+    return run_step(step)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+'''
+
+DQ_EVENT = '''
+
+class QualityFlag(Event):
+    """The data-quality monitor's verdict on one conditioned segment."""
+
+    ce_type: ClassVar[str] = "lisa.quality.flag.v1"
+    timing: SegmentTiming
+    ok: bool
+    reasons: list[str] = Field(description="what strayed: bands off the model, usable fraction")
+'''
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    if old not in text:
+        raise RuntimeError(f"{path}: anchor {old[:60]!r} not found")
+    path.write_text(text.replace(old, new, 1))
+
+
+def _add_shared_step(tree: Path) -> None:
+    """What both modes need: the monitor's service module, its event and its registration."""
+    (tree / "services" / "dq_monitor").mkdir()
+    (tree / "services" / "dq_monitor" / "__init__.py").write_text("")
+    (tree / "services" / "dq_monitor" / "service.py").write_text(DQ_SERVICE)
+    events = tree / "shared" / "lisa_pipeline" / "events.py"
+    events.write_text(events.read_text() + DQ_EVENT)
+    _edit(
+        tree / "shared" / "lisa_choreo" / "registry.py",
+        "SERVICE_MODULES: dict[str, str] = {name: entry_module(name) for name in PIPELINE}",
+        "SERVICE_MODULES: dict[str, str] = {\n"
+        "    **{name: entry_module(name) for name in PIPELINE},\n"
+        '    "dq-monitor": entry_module("dq-monitor"),  # a side consumer of conditioned segments\n'
+        "}",
+    )
+    pyproject = tree / "pyproject.toml"
+    estimate = '    "lisa_services.estimate",\n'
+    _edit(pyproject, estimate, '    "lisa_services.dq_monitor",\n' + estimate)  # packages
+    condition = '    "lisa_services.condition",\n'
+    _edit(  # the independence contract
+        pyproject,
+        condition + estimate,
+        condition + '    "lisa_services.dq_monitor",\n' + estimate,
+    )
+
+
+def _choreography_change(tree: Path) -> None:
+    """A side consumer: its topic, declared once; nothing else in the pipeline changes."""
+    _add_shared_step(tree)
+    topics = tree / "shared" / "lisa_pipeline" / "topics.py"
+    text = topics.read_text()
+    m = re.search(r"^SOURCES_ESTIMATES = .*$", text, re.M)
+    if m is None:
+        raise RuntimeError("topics.py: SOURCES_ESTIMATES not found")
+    text = text.replace(m.group(0), m.group(0) + '\nQUALITY_FLAGS = "lisa.quality.flags"', 1)
+    m = re.search(r"    TopicSpec\(\n        SOURCES_ESTIMATES,.*?\n    \),\n", text, re.S)
+    if m is None:
+        raise RuntimeError("topics.py: the SOURCES_ESTIMATES spec not found")
+    spec = (
+        "    TopicSpec(\n        QUALITY_FLAGS,\n        partitions=6,\n"
+        "        retention_ms=30 * DAY_MS,\n"
+        '        description="the data-quality monitor\'s flag of each conditioned segment",\n'
+        "    ),\n"
+    )
+    text = text.replace(m.group(0), m.group(0) + spec, 1)
+    topics.write_text(text)
+
+
+def _orchestration_change(tree: Path) -> None:
+    """The monitor as an activity: registered with the workers and called by the workflow,
+    beside gb-search, behind a patch so that workflows already running replay unchanged."""
+    _add_shared_step(tree)
+    # the flag needs no topic here, but the shared contract module names the topic of the step's
+    # declaration: the same one line
+    _choreography_topic_line(tree)
+    acts = tree / "shared" / "lisa_choreo" / "orchestration" / "activities.py"
+    _edit(
+        acts,
+        "ACTIVITIES = [ingest, *(_step_activity(name) for name in RUNNER_STEPS), stack, forward]",
+        'DQ_MONITOR = _step_activity("dq-monitor")\n'
+        "ACTIVITIES = [\n"
+        "    ingest, *(_step_activity(name) for name in RUNNER_STEPS), DQ_MONITOR, stack, forward\n"
+        "]",
+    )
+    contract = tree / "shared" / "lisa_choreo" / "orchestration" / "contract.py"
+    params = "\n\n\n@dataclass\nclass CatalogueParams:"
+    _edit(
+        contract,
+        params,
+        "\n    quality: dict[str, Any] | None = None\n"
+        '    """The data-quality flag (envelope JSON), for segments started after it."""' + params,
+    )
+    wf = tree / "shared" / "lisa_choreo" / "orchestration" / "workflows.py"
+    chain_step = (
+        "                    step, StepInput(event, inp.store_uri), result_type=dict, **options\n"
+        "                )\n"
+    )
+    _edit(
+        wf,
+        chain_step,
+        chain_step + '                if step == "condition" and workflow.patched("dq-monitor"):\n'
+        "                    quality = workflow.start_activity(\n"
+        '                        "dq-monitor", StepInput(event, inp.store_uri), result_type=dict,\n'
+        "                        **options,\n"
+        "                    )\n",
+    )
+    _edit(
+        wf,
+        '        return SegmentOutcome(inp.segment_id, str(event["id"]))\n',
+        "        flag = await quality if quality is not None else None\n"
+        '        return SegmentOutcome(inp.segment_id, str(event["id"]), flag)\n',
+    )
+    _edit(wf, "        step = INGEST\n", "        step = INGEST\n        quality = None\n")
+
+
+def _choreography_topic_line(tree: Path) -> None:
+    topics = tree / "shared" / "lisa_pipeline" / "topics.py"
+    text = topics.read_text()
+    m = re.search(r"^SOURCES_ESTIMATES = .*$", text, re.M)
+    topics.write_text(
+        text.replace(m.group(0), m.group(0) + '\nQUALITY_FLAGS = "lisa.quality.flags"', 1)
+    )
+
+
+CHECK = """
+import asyncio, sys
+from choreo import Envelope
+from choreo.testing import StepHarness
+from lisa_pipeline.events import BandRatio, SegmentConditioned, SegmentTiming
+from choreo.store import ArrayRef
+from lisa_services.dq_monitor.service import step
+ref = ArrayRef(uri="file:///s/aa/" + "a" * 64 + ".h5", sha256="a" * 64, size_bytes=1, shapes={})
+seg = SegmentConditioned(
+    timing=SegmentTiming(segment_id="s-1", t0=0.0, dt=5.0, n_samples=17280),
+    data=ref, psd=ref, whitened=ref, usable_fraction=0.5, gap_samples=0, glitch_samples=0,
+    psd_model_ratio=[BandRatio(channel="A", fmin_hz=2e-3, fmax_hz=5e-3, ratio=3.0)],
+)
+out = StepHarness(step).deliver("lisa.segments.conditioned", seg)
+[flag] = out.events("lisa.quality.flags")
+assert not flag.data.ok and len(flag.data.reasons) == 2, flag.data
+if sys.argv[1] == "orchestration":
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+    from temporalio.workflow import _Definition
+    from lisa_choreo.orchestration import activities
+    from lisa_choreo.orchestration.workflows import SegmentWorkflow
+    assert "dq-monitor" in {a.__temporal_activity_definition.name for a in activities.ACTIVITIES}
+    async def prepare():
+        SandboxedWorkflowRunner().prepare_workflow(_Definition.must_from_class(SegmentWorkflow))
+    asyncio.run(prepare())
+print("ok")
+"""
+
+
+def _diffstat(a: Path, b: Path) -> dict:
+    done = subprocess.run(
+        ["git", "diff", "--no-index", "--stat=200", "--", str(a), str(b)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    files = []
+    for line in lines[:-1]:
+        name, _, count = line.partition("|")
+        lines_changed = int(count.split()[0]) if count.split()[0].isdigit() else 0  # "Bin"
+        files.append({"file": _relative(name.strip(), a, b), "lines": lines_changed})
+    summary = lines[-1] if lines else ""
+    nums = {k: int(v) for v, k in re.findall(r"(\d+) (file|insertion|deletion)", summary)}
+    return {
+        "files": nums.get("file", 0),
+        "insertions": nums.get("insertion", 0),
+        "deletions": nums.get("deletion", 0),
+        "per_file": files,
+        "stat": done.stdout,
+    }
+
+
+def _relative(name: str, a: Path, b: Path) -> str:
+    """A path of ``git diff --stat`` (``.../{base => mode}/x`` or ``/{dev/null => .../mode/x}``)
+    relative to the tree."""
+    name = name.rstrip("}")
+    m = re.search(r"coupling/(?:\{[^}]*=> [^}/]+\}|[^/]+)/(.*)$", name)
+    return m.group(1) if m else name
+
+
+def coupling(study: Study) -> tuple[dict, list[Row]]:
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    scratch = study.workdir / "coupling"
+    base = scratch / "base"
+    for name in files:
+        src = ROOT / name
+        if src.is_file():
+            (base / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, base / name)
+    out: dict = {}
+    rows: list[Row] = []
+    for mode, change in (
+        ("choreography", _choreography_change),
+        ("orchestration", _orchestration_change),
+    ):
+        tree = scratch / mode
+        shutil.copytree(base, tree)
+        change(tree)
+        generated = {}
+        if mode == "choreography":  # the schemas and the AsyncAPI document follow (generated)
+            gen = _in_tree(tree, [sys.executable, "-m", "lisa_choreo.cli", "schemas"])
+            generated = {"command": "lisa-choreo schemas", "returncode": gen.returncode}
+        checks = {
+            "ruff": _in_tree(
+                tree, [sys.executable, "-m", "ruff", "check", "--quiet", "shared", "services"]
+            ).returncode,
+            "handler_and_wiring": _in_tree(tree, [sys.executable, "-c", CHECK, mode]).returncode,
+        }
+        shutil.rmtree(tree / ".pp", ignore_errors=True)
+        stat = _diffstat(base, tree)
+        hand = [f for f in stat["per_file"] if not f["file"].startswith("schemas/")]
+        out[mode] = {
+            **stat,
+            "hand_written": {"files": len(hand), "lines": sum(f["lines"] for f in hand)},
+            "generated": generated,
+            "checks": checks,
+            "other_steps_touched": [
+                f["file"]
+                for f in hand
+                if f["file"].startswith("services/") and "dq_monitor" not in f["file"]
+            ],
+            "flow_definition_touched": [
+                f["file"] for f in hand if f["file"].startswith("shared/lisa_choreo/orchestration/")
+            ],
+        }
+        (study.out / f"coupling-{mode}.stat.txt").write_text(stat["stat"])
+        rows.append(
+            Row(
+                f"new consumer step, {mode}: files, +/- lines (hand-written)",
+                f"{stat['files']}, +{stat['insertions']}/-{stat['deletions']} "
+                f"({len(hand)} files, {sum(f['lines'] for f in hand)} lines); checks {checks}",
+            )
+        )
+    shutil.rmtree(scratch, ignore_errors=True)
+    return out, rows
+
+
+def _in_tree(tree: Path, cmd: list[str]) -> subprocess.CompletedProcess:
+    """``cmd`` with the scratch tree's packages first on the path (lisa_services: services/)."""
+    link = tree / ".pp"
+    link.mkdir(exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        (link / "lisa_services").symlink_to(tree / "services")
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{tree / 'shared'}:{link}",
+        "PYTHONDONTWRITEBYTECODE": "1",  # nothing but the change in the diff
+        "RUFF_NO_CACHE": "true",
+    }
+    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        log(f"    {' '.join(cmd[:4])} in {tree.name}: {done.stdout[-800:]} {done.stderr[-1500:]}")
+    return done
+
+
+# -- observability ---------------------------------------------------------------------------
+
+
+def chromium(url: str, png: Path, size: str = "1400,1100", budget_ms: int = 15000) -> bool:
+    exe = shutil.which("chromium") or "/usr/bin/chromium"
+    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+        done = subprocess.run(
+            [
+                exe,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                f"--user-data-dir={profile}",
+                "--hide-scrollbars",
+                f"--window-size={size}",
+                f"--virtual-time-budget={budget_ms}",
+                f"--screenshot={png}",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    return done.returncode == 0 and png.exists()
+
+
+def observability(study: Study) -> tuple[dict, list[Row]]:
+    from lisa_choreo.localstack import tracing_ui
+
+    data = study.dataset(3, seed=6)
+    zipkin = tracing_ui.ZipkinServer(tracing_ui.default_port())
+    started = tracing_ui.launch(zipkin)
+    tracing_ui.wait_ready(zipkin)
+    env = {
+        **os.environ,
+        "LISA_KAFKA_BOOTSTRAP_SERVERS": study.servers.bootstrap,
+        "LISA_ZIPKIN_URL": zipkin.url,
+        "LISA_TEMPORAL_ADDRESS": study.servers.temporal.address,
+    }
+    env.pop("LISA_KAFKA_TOPIC_PREFIX", None)
+    out: dict = {}
+    try:
+        pdir, odir = study.workdir / "obs-process", study.workdir / "obs-orchestrate"
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lisa_choreo.cli",
+                "process",
+                str(data.path),
+                "--out",
+                str(pdir),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        o = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lisa_choreo.cli",
+                "orchestrate",
+                str(data.path),
+                "--out",
+                str(odir),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        out["process_exit"], out["orchestrate_exit"] = p.returncode, o.returncode
+        segment = json.loads((odir / "run.json").read_text())["expected"][0]
+        trace_id = None
+        for line in (pdir / "spans.jsonl").read_text().splitlines():
+            span = json.loads(line)
+            if span.get("attributes", {}).get("lisa.segment_id") == segment:
+                trace_id = span["trace_id"]
+                break
+        run_id = json.loads((odir / "run.json").read_text())["run_id"]
+        wid = f"{run_id}-{segment}"
+        shots = {
+            "zipkin": (
+                f"{zipkin.url}/zipkin/traces/{trace_id}",
+                study.out / "obs-zipkin-trace.png",
+            ),
+            "temporal": (
+                study.servers.temporal.workflow_page(
+                    wid, study.servers.temporal.latest_run_id(wid) or ""
+                ),
+                study.out / "obs-temporal-workflow.png",
+            ),
+        }
+        time.sleep(3)  # spans leave in batches
+        for name, (url, png) in shots.items():
+            out[name] = {"url": url, "png": str(png), "ok": chromium(url, png)}
+        out["segment"], out["trace_id"], out["workflow_id"] = segment, trace_id, wid
+    finally:
+        if started:
+            tracing_ui.stop(zipkin)
+    return out, [
+        Row(
+            "screenshots: Zipkin trace | Temporal workflow",
+            f"{out['zipkin']['ok']} | {out['temporal']['ok']}",
+        )
+    ]
+
+
+# -- plots -----------------------------------------------------------------------------------
+
+
+def plots(out: Path, report: dict) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written: list[str] = []
+    colours = {"choreography": "tab:blue", "orchestration": "tab:orange"}
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(name)
+
+    tp = {
+        k: v
+        for k, v in report.get("throughput", {}).items()
+        if isinstance(v, dict) and "summary" in v
+    }
+    if tp:
+        sizes = list(tp)
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+        for i, (key, label) in enumerate(
+            (
+                ("segments_per_s", "segments / s"),
+                ("cpu_s_per_segment", "CPU s per segment (all)"),
+                ("to_catalogue_p99_s", "start -> catalogued p50 / p99 (s)"),
+            )
+        ):
+            ax = axes[i]
+            for j, mode in enumerate(colours):
+                vals = [tp[s]["summary"][mode][key] for s in sizes]
+                xs = [k + (j - 0.5) * 0.38 for k in range(len(sizes))]
+                ax.bar(xs, vals, 0.38, label=mode, color=colours[mode], alpha=0.85)
+                if key == "to_catalogue_p99_s":
+                    p50 = [tp[s]["summary"][mode]["to_catalogue_p50_s"] for s in sizes]
+                    ax.scatter(xs, p50, color="black", marker="_", s=200, zorder=3)
+            ax.set_xticks(range(len(sizes)), [f"{s} segments" for s in sizes])
+            ax.set_ylabel(label)
+            ax.grid(axis="y", alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.suptitle("Backlog of daily segments: same handlers, same data (2 shared cores)")
+        save(fig, "study-throughput.png")
+
+        size = sizes[-1]
+        fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+        for ax, metric, label in (
+            (axes[0], "cpu_ms_per_segment", "CPU ms per segment"),
+            (axes[1], "peak_rss_mb", "peak RSS (MiB)"),
+        ):
+            names, vals, cols = [], [], []
+            for mode in colours:
+                for name, p in sorted(tp[size][mode]["processes"].items()):
+                    if metric in p:
+                        names.append(f"{name}")
+                        vals.append(p[metric])
+                        cols.append(colours[mode])
+            ax.barh(range(len(names)), vals, color=cols)
+            ax.set_yticks(range(len(names)), names, fontsize=7)
+            ax.set_xlabel(label)
+            ax.grid(axis="x", alpha=0.3)
+        fig.suptitle(f"Every process, {size} segments (blue: choreography, orange: orchestration)")
+        save(fig, "study-processes.png")
+
+    lat = report.get("latency", {})
+    if "choreography" in lat and "orchestration" in lat:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for mode in colours:
+            s = sorted(lat[mode]["latency_s"])
+            ax.plot(
+                [1e3 * v for v in s],
+                [(i + 1) / len(s) for i in range(len(s))],
+                label=mode,
+                color=colours[mode],
+            )
+        ax.set_xlabel("published -> catalogued (ms)")
+        ax.set_ylabel("fraction of segments")
+        ax.set_title(f"One segment every {lat['choreography']['interval_s']} s")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        save(fig, "study-latency.png")
+
+    st = report.get("step", {})
+    if "orchestration" in st:
+        h, o = st["choreography_hop_ms"], st["orchestration"]
+        labels = [
+            "Kafka bare\nproduce->consume",
+            "runtime hop\n(one step)",
+            "Temporal\nactivity",
+            "Temporal local\nactivity (mean)",
+        ]
+        p50 = [
+            h["bare"]["p50"],
+            h["runtime"]["p50"],
+            o["activity_ms"]["p50"],
+            o["local_activity_ms_mean"],
+        ]
+        p99 = [
+            h["bare"]["p99"],
+            h["runtime"]["p99"],
+            o["activity_ms"]["p99"],
+            o["local_activity_ms_mean"],
+        ]
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        xs = range(len(labels))
+        ax.bar([x - 0.2 for x in xs], p50, 0.4, label="p50")
+        ax.bar([x + 0.2 for x in xs], p99, 0.4, label="p99")
+        ax.set_xticks(list(xs), labels, fontsize=8)
+        ax.set_ylabel("ms per step")
+        ax.set_title("One step that does nothing")
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        save(fig, "study-step.png")
+
+    fl = report.get("faults", {})
+    if "service_sigkill" in fl:
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        labels = ["SIGKILL service/worker", "SIGKILL broker/server"]
+        for j, mode in enumerate(colours):
+            vals = [
+                fl[k][mode].get("recovery_s") or 0 for k in ("service_sigkill", "server_sigkill")
+            ]
+            ax.bar(
+                [k + (j - 0.5) * 0.38 for k in range(2)],
+                vals,
+                0.38,
+                label=mode,
+                color=colours[mode],
+            )
+        ax.set_xticks(range(2), labels)
+        ax.set_ylabel("time to recover (s)")
+        ax.set_title("Faults (restarted at once); lost = duplicated = 0 unless labelled")
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        save(fig, "study-faults.png")
+    return written
+
+
+# -- the whole study -------------------------------------------------------------------------
+
+
+def run_study(
+    cfg: StudyConfig, out: Path, workdir: Path, keep_work: bool = False
+) -> tuple[dict, list[Row]]:
+    from lisa_choreo.localstack import temporal
+
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"mode": "smoke" if cfg.smoke else "full", "config": _jsonable(cfg)}
+    rows: list[Row] = []
+    if cfg.light and temporal.cached_binary() is None:
+        report["skipped"] = (
+            "no Temporal CLI built in $LISA_CHOREO_HOME/temporal/bin (the smoke run does not "
+            "build it: `lisa-choreo stack up --orchestrator` or `python -m bench.study` does)"
+        )
+        return report, [Row("study", "skipped: no Temporal CLI built", "-", "info")]
+    t_build = time.monotonic()
+    temporal.build(log)
+    report["temporal_build_s"] = round(time.monotonic() - t_build, 1)
+    servers = Servers()
+    study = Study(cfg, servers, workdir, out)
+    try:
+        servers.up()
+        for name in PARTS:
+            if name not in cfg.parts:
+                continue
+            log(f"[study: {name}]")
+            t = time.monotonic()
+            try:
+                result, new = globals()[name](study)
+            except Exception as exc:
+                traceback.print_exc()
+                result, new = (
+                    {"error": f"{type(exc).__name__}: {exc}"},
+                    [Row(f"study {name}", "failed", "-", "error")],
+                )
+            result["part_wall_s"] = round(time.monotonic() - t, 1)
+            report[name] = result
+            rows += new
+            log(f"[study: {name}] {result['part_wall_s']} s")
+    finally:
+        for kept in (study.kept_choreo, study.kept_orch):
+            if kept is not None:
+                with contextlib.suppress(Exception):
+                    kept.stop()
+        servers.down()
+        if not keep_work:
+            shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        report["plots"] = plots(out, report)
+    except Exception as exc:
+        traceback.print_exc()
+        report["plots_error"] = repr(exc)
+    report["table"] = [r.__dict__ for r in rows]
+    (out / "study.json").write_text(json.dumps(report, indent=1, default=str))
+    return report, rows
+
+
+def _jsonable(cfg: StudyConfig) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.study", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="3 and 5 segments: checks, not numbers"
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench/results/study"))
+    parser.add_argument("--only", nargs="*", choices=PARTS)
+    parser.add_argument("--sizes", nargs="+", type=int)
+    parser.add_argument("--keep-work", action="store_true")
+    args = parser.parse_args(argv)
+    import structlog
+
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    cfg = StudyConfig.make(args.smoke)
+    if args.only:
+        cfg = replace(cfg, parts=tuple(args.only))
+    if args.sizes:
+        cfg = replace(cfg, sizes=tuple(args.sizes))
+    workdir = Path(tempfile.mkdtemp(prefix="lisa-study-"))
+    t0 = time.time()
+    report, rows = run_study(cfg, args.out, workdir, args.keep_work)
+    report["wall_s"] = round(time.time() - t0, 1)
+    (args.out / "study.json").write_text(json.dumps(report, indent=1, default=str))
+    print(f"orchestration vs choreography ({report['mode']}), {report['wall_s']} s")
+    print(table(rows) if rows else "(no rows)")
+    print(f"report: {args.out / 'study.json'}; plots: {', '.join(report.get('plots', []))}")
+    return 1 if any(r.status == "error" for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
