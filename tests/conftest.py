@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -136,3 +139,36 @@ def services(prefixed: KafkaSettings, tmp_path: Path) -> Iterator[Services]:
 def prefixed(kafka: KafkaSettings) -> KafkaSettings:
     """Settings whose topics and groups are private to this test (``LISA_KAFKA_TOPIC_PREFIX``)."""
     return kafka.model_copy(update={"topic_prefix": f"t{uuid.uuid4().hex[:10]}."})
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_server_port() -> int:
+    """A port P with P (gRPC), P + 10 (HTTP API) and P + 1000 (web UI) free on loopback."""
+    for _ in range(200):
+        port = random.randint(21000, 39000)
+        if all(_port_free(p) for p in (port, port + 10, port + 1000)):
+            return port
+    raise RuntimeError("no free port triple for a Temporal server")
+
+
+@pytest.fixture(scope="module")
+def temporal_server():
+    """A Temporal dev server of its own on free loopback ports (the stack's binary, built once with
+    ``go install`` if absent: 2-5 min), its database removed at the end."""
+    from lisa_choreo.localstack import temporal
+
+    if temporal.cached_binary() is None and shutil.which("go") is None:
+        pytest.skip("no Temporal CLI in $LISA_CHOREO_HOME/temporal/bin and no `go` to build it")
+    srv = temporal.TemporalServer(free_server_port())
+    temporal.up(srv)
+    yield srv
+    temporal.stop(srv)
+    shutil.rmtree(srv.state_dir, ignore_errors=True)

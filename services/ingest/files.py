@@ -6,8 +6,10 @@ never loaded whole: a year at 5 s is read in slices.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +30,23 @@ class FilePlan:
     dt: float
     n_samples: int
     bounds: list[tuple[int, int]]
+    revision: str = ""
+    """A reprocessing's label: the same file cut again (other settings, a retraction of the
+    earlier cut) gets new segment ids, ``<sha256[:16]>.<revision>-<index:05d>``, because a
+    retracted id is never counted again. Empty: the first cut, ``<sha256[:16]>-<index:05d>``."""
+
+    @property
+    def identity(self) -> str:
+        """The cut's full name: content hash, and revision if any (ledger, event ids)."""
+        return f"{self.sha256}.{self.revision}" if self.revision else self.sha256
+
+    @property
+    def label(self) -> str:
+        """What the file's segment ids, ledger entry and transaction id are named after."""
+        return f"{self.sha256[:16]}.{self.revision}" if self.revision else self.sha256[:16]
 
     def segment_id(self, index: int) -> str:
-        return f"{self.sha256[:16]}-{index:05d}"
+        return f"{self.label}-{index:05d}"
 
     def read(self, index: int) -> TDIData:
         start, stop = self.bounds[index]
@@ -51,17 +67,34 @@ MAX_DATA_BYTES = 64 << 30
 """The TDI table's decompressed size (rows x row bytes): a year at 0.25 s is ~4 GB."""
 
 
+REVISION = re.compile(r"[A-Za-z0-9_]{1,32}")
+"""A revision label: letters, digits and ``_`` (no ``-`` or ``.``, which delimit the id)."""
+
+
+def check_revision(revision: str) -> str:
+    """``revision`` if it can label segment ids, else ``ValueError`` (it comes from a command
+    line or an environment variable)."""
+    if revision and not REVISION.fullmatch(revision):
+        raise ValueError(
+            f"revision {revision[:40]!r}: 1-32 letters, digits or underscores, or empty"
+        )
+    return revision
+
+
 def plan_file(
     path: Path,
     duration_s: float,
     overlap_s: float,
     max_segment_samples: int = MAX_SEGMENT_SAMPLES,
     max_data_bytes: int = MAX_DATA_BYTES,
+    revision: str = "",
 ) -> FilePlan:
     """Check the whole file chunk by chunk and cut it into segments; ``LDCFormatError`` with the
     reason for anything wrong with it, whatever the file holds (it is hostile input)."""
+    check_revision(revision)
     try:
-        return _plan(path, duration_s, overlap_s, max_segment_samples, max_data_bytes)
+        plan = _plan(path, duration_s, overlap_s, max_segment_samples, max_data_bytes)
+        return dataclasses.replace(plan, revision=revision) if revision else plan
     except LDCFormatError:
         raise
     except OSError as exc:

@@ -36,8 +36,9 @@ class IngestResult:
     segment_ids: list[str]
 
 
-def ledger_path(store: Store, sha256: str) -> Path:
-    return store.root / "ingested" / f"{sha256}.done"
+def ledger_path(store: Store, plan: FilePlan) -> Path:
+    """The file's entry, one per content and revision (a reprocessing is a new cut)."""
+    return store.root / "ingested" / f"{plan.identity}.done"
 
 
 def _segment_event(plan: FilePlan, index: int, store: Store, overlap_s: float) -> SegmentRaw:
@@ -63,13 +64,13 @@ async def publish_file(
     plan: FilePlan, store: Store, kafka: KafkaSettings, overlap_s: float, force: bool = False
 ) -> IngestResult:
     ids = [plan.segment_id(i) for i in range(len(plan.bounds))]
-    ledger = ledger_path(store, plan.sha256)
+    ledger = ledger_path(store, plan)
     if ledger.exists() and not force:
         log.info("already ingested, nothing published", file=str(plan.path), sha256=plan.sha256)
         return IngestResult(plan.path, len(ids), False, ids)
     producer = AIOKafkaProducer(
         **kafka.client_options(),
-        transactional_id=kafka.topic(f"ingest-{plan.sha256[:16]}"),
+        transactional_id=kafka.topic(f"ingest-{plan.label}"),
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
@@ -100,10 +101,10 @@ async def publish_file(
                             _segment_event, plan, index, store, overlap_s
                         )
                         envelope = Envelope(
-                            id=derive_event_id(plan.sha256, "ingest", index),
+                            id=derive_event_id(plan.identity, "ingest", index),
                             source="ingest",
                             data=event,
-                            correlation_id=derive_event_id(plan.sha256, "ingest", index),
+                            correlation_id=derive_event_id(plan.identity, "ingest", index),
                             subject=ids[index],
                             key=ids[index],
                         )

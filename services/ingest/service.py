@@ -51,6 +51,11 @@ class IngestSettings(BaseSettings):
     overlap_s: float = Field(0.0, ge=0, description="overlap of consecutive segments (s)")
     inbox: Path = Field(Path("inbox"), description="folder watched by the ingest service")
     poll_s: float = Field(2.0, gt=0)
+    revision: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_]{0,32}$",
+        description="a reprocessing's label: segment ids <sha256[:16]>.<revision>-<index>",
+    )
 
 
 def ingest_file(
@@ -61,7 +66,7 @@ def ingest_file(
 ) -> IngestResult:
     """Validate, store and publish one file. Raises LDCFormatError (nothing published) if bad."""
     settings = settings or IngestSettings()
-    plan = plan_file(path, settings.segment_s, settings.overlap_s)
+    plan = plan_file(path, settings.segment_s, settings.overlap_s, revision=settings.revision)
     return asyncio.run(
         publish_file(plan, Store(), kafka or KafkaSettings(), settings.overlap_s, force)
     )
@@ -94,7 +99,9 @@ async def _ingest_one(
     """One file: done, rejected with its reason, or left for the next scan when the cluster or
     the store is unavailable. Nothing a file holds can stop the watcher."""
     try:
-        plan = await asyncio.to_thread(plan_file, path, settings.segment_s, settings.overlap_s)
+        plan = await asyncio.to_thread(
+            plan_file, path, settings.segment_s, settings.overlap_s, revision=settings.revision
+        )
         result = await publish_file(plan, store, kafka, settings.overlap_s)
     except (KafkaError, TransientError) as exc:
         log.warning(

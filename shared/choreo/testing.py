@@ -135,7 +135,9 @@ class StepHarness:
                 result.dead_letters.append(DeadLetter(sent.topic, sent))
             else:
                 result.outputs.append(
-                    (sent.topic, codec.decode(sent.key, sent.value, sent.headers,
-                                              self._output_types))
+                    (
+                        sent.topic,
+                        codec.decode(sent.key, sent.value, sent.headers, self._output_types),
+                    )
                 )
         return result

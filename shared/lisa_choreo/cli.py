@@ -12,6 +12,7 @@ import sys
 
 from lisa_choreo.commands import (
     acl,
+    campaign,
     catalog,
     demo,
     dlq,
@@ -35,6 +36,7 @@ from lisa_choreo.commands import (
 COMMANDS = (
     process,
     orchestrate,
+    campaign,
     demo,
     stack,
     run,

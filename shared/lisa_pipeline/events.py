@@ -21,7 +21,8 @@ class _Part(BaseModel):
 
 class SegmentTiming(_Part):
     segment_id: str = Field(
-        description="<source file sha256[:16]>-<index>: stable across re-ingests"
+        description="<source file sha256[:16]>[.<revision>]-<index>: stable across re-ingests "
+        "of one cut (a reprocessing's revision labels a new cut)"
     )
     t0: float = Field(description="start time of the first sample (s, TDI time frame)")
     dt: float = Field(gt=0, description="sampling period (s)")
@@ -290,7 +291,31 @@ class SegmentRetracted(Event):
     segment, keeps the segment from ever being counted."""
 
     ce_type: ClassVar[str] = "lisa.segment.retracted.v1"
-    segment_id: str = Field(description="<source file sha256[:16]>-<index:05d>, as ingest cut it")
+    segment_id: str = Field(
+        description="<source file sha256[:16]>[.<revision>]-<index:05d>, as ingest cut it"
+    )
     reason: str = Field("", description="why, for operators and the flow view")
     source_file: str | None = Field(None, description="the file it came from, if retracted by file")
     requested_by: str = Field("", description="who asked (user@host of the command line)")
+
+
+class CatalogueRelease(Event):
+    """A catalogue release: what a reprocessing campaign (``lisa_choreo.campaign``) publishes on
+    ``lisa.catalog.releases`` once the catalogue has counted every segment of the new cut and
+    honoured the retraction of the old one. Keyed by release id; the catalogue itself, as
+    ``lisa-choreo catalog --csv`` prints it, is in ``csv`` (its SHA-256 beside it)."""
+
+    ce_type: ClassVar[str] = "lisa.catalog.release.v1"
+    release_id: str
+    campaign: str = Field(description="the campaign's workflow id")
+    source_file: str
+    source_sha256: str
+    revision: str = Field(description="the new cut's revision label")
+    segment_s: float = Field(gt=0)
+    overlap_s: float = Field(ge=0)
+    segments: list[str] = Field(description="the new cut's segments, all counted")
+    retracted: list[str] = Field(description="the old cut's segments, withdrawn")
+    n_sources: int = Field(ge=0)
+    csv: str = Field(description="the catalogue's promoted sources (catalog.csv columns)")
+    csv_sha256: str
+    requested_by: str = Field("", description="who started the campaign (user@host)")

@@ -17,6 +17,7 @@ FLOWS_ALERTS = "lisa.flows.alerts"
 FLOWS_STATE = "lisa.flows.state"
 CONTROL = "lisa.control"
 RETRACTIONS = "lisa.retractions"
+CATALOG_RELEASES = "lisa.catalog.releases"
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(
@@ -79,5 +80,12 @@ TOPICS: tuple[TopicSpec, ...] = (
         partitions=3,
         compacted=True,
         description="segments withdrawn from the products, keyed by segment id",
+    ),
+    # A reprocessing campaign's outcome (lisa_choreo.campaign): one record per release, kept.
+    TopicSpec(
+        CATALOG_RELEASES,
+        partitions=1,
+        compacted=True,
+        description="catalogue releases published by reprocessing campaigns, keyed by release id",
     ),
 )

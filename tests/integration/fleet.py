@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
+from choreo.publisher import make_producer
 from choreo.settings import KafkaSettings
 from choreo.store import Store
 from lisa_pipeline.events import CatalogSource
+from lisa_pipeline.topics import SOURCES_ESTIMATES
 from lisa_science.ldc import TDIData, read_ldc_slice, write_ldc
 from lisa_services.ingest.files import plan_file
 from lisa_services.ingest.publish import publish_file
@@ -60,3 +64,78 @@ def start_steps(services: Services, **env: str) -> None:
         services.start(name, wait=False, **env)
     for proc in services.started:
         proc.wait_ready(120)
+
+
+def as_table(sources) -> dict[int, dict]:
+    return {
+        s.frequency_bin: {
+            "stacked_statistic": s.stacked_statistic,
+            "stacked_snr": s.stacked_snr,
+            "fap": s.fap,
+            "frequency_hz": s.frequency_hz,
+            "sigma_frequency_hz": s.sigma_frequency_hz,
+            "mean_amplitude": s.mean_amplitude,
+            "n_segments": s.n_segments,
+            "n_estimates": s.n_estimates,
+            "contributing_segments": sorted(s.contributing_segments),
+        }
+        for s in sources
+    }
+
+
+def assert_same(got, want) -> None:
+    g, w = as_table(got), as_table(want)
+    assert sorted(g) == sorted(w), "the same bins"
+    for b, expected in w.items():
+        for name, value in expected.items():
+            if isinstance(value, float):
+                assert g[b][name] == pytest.approx(value, rel=1e-9), (b, name)
+            else:
+                assert g[b][name] == value, (b, name)
+
+
+def publish_raw(settings, records) -> None:
+    async def send() -> None:
+        producer = make_producer(settings, "test-reference-catalogue")
+        await producer.start()
+        try:
+            futures = [
+                await producer.send(
+                    settings.topic(SOURCES_ESTIMATES), r.value, r.key, headers=list(r.headers)
+                )
+                for r in records
+            ]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+def reference_catalogue(services: Services, records, n_segments: int, tmp_path: Path) -> list:
+    """The catalogue a second, fresh catalog service builds from ``records`` (estimates records
+    copied as they are, in their order) on a private prefix: what the catalogue should hold if
+    only those segments had ever reached it."""
+    import uuid
+
+    from choreo.topology import Topology, ensure_topics
+    from lisa_choreo.processes import ServiceProcess
+    from lisa_choreo.registry import TOPICS
+    from lisa_services.catalog.service import step as catalog_step
+
+    reference = services.settings.model_copy(update={"topic_prefix": f"ref{uuid.uuid4().hex[:8]}."})
+    declared = Topology(topics=TOPICS, steps=(catalog_step,)).all_topics()
+    asyncio.run(ensure_topics(reference, declared))
+    env = {
+        **services.env,
+        "LISA_KAFKA_TOPIC_PREFIX": reference.topic_prefix,
+        "LISA_CHOREO_HOME": str(tmp_path / "ref-home"),
+        "OTEL_TRACES_EXPORTER": "none",
+    }
+    proc = ServiceProcess("catalog", tmp_path / "ref-catalog.log", env).start()
+    try:
+        proc.wait_ready(120)
+        publish_raw(reference, sorted(records, key=lambda r: (r.timestamp, r.partition)))
+        return wait_for_catalogue(reference, n_segments, 300)
+    finally:
+        proc.terminate()

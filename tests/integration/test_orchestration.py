@@ -19,9 +19,6 @@ import csv
 import io
 import json
 import os
-import random
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -47,35 +44,9 @@ ORCHESTRATE = (sys.executable, "-m", "lisa_choreo.cli", "orchestrate")
 DELAY_S = "1.0"  # each activity pauses this long at its end: a window for the faults to hit
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_server_port() -> int:
-    """A port P with P (gRPC), P + 10 (HTTP API) and P + 1000 (web UI) free on loopback."""
-    for _ in range(200):
-        port = random.randint(21000, 39000)
-        if all(_free(p) for p in (port, port + 10, port + 1000)):
-            return port
-    raise RuntimeError("no free port triple for a Temporal server")
-
-
 @pytest.fixture(scope="module")
-def server():
-    from lisa_choreo.localstack import temporal
-
-    if temporal.cached_binary() is None and shutil.which("go") is None:
-        pytest.skip("no Temporal CLI in $LISA_CHOREO_HOME/temporal/bin and no `go` to build it")
-    srv = temporal.TemporalServer(free_server_port())
-    temporal.up(srv)
-    yield srv
-    temporal.stop(srv)
-    shutil.rmtree(srv.state_dir, ignore_errors=True)
+def server(temporal_server):
+    return temporal_server
 
 
 @pytest.fixture(scope="module")

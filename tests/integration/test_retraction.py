@@ -16,23 +16,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from choreo.publisher import make_producer
 from choreo.store import Store
 from choreo.topology import Topology, ensure_topics
 from lisa_choreo import traceview
-from lisa_choreo.processes import ServiceProcess
 from lisa_choreo.registry import TOPICS
 from lisa_pipeline.topics import CATALOG, RETRACTIONS, SOURCES_ESTIMATES
 from lisa_services.catalog.service import step as catalog_step
 from lisa_services.ingest.files import plan_file
 from tests.conftest import Services, read_all, wait_until
-from tests.integration.fleet import DAY, catalogue, ingest_files, start_steps
+from tests.integration.fleet import (
+    DAY,
+    assert_same,
+    catalogue,
+    ingest_files,
+    reference_catalogue,
+    start_steps,
+)
 from tests.integration.test_catalog import LINE, make_segments, publish
 
 pytestmark = pytest.mark.kafka
@@ -90,52 +94,6 @@ def events(proc, name: str) -> list[dict]:
 
 def logged(proc, name: str, segment_id: str) -> bool:
     return any(r.get("segment_id") == segment_id for r in events(proc, name))
-
-
-def as_table(sources) -> dict[int, dict]:
-    return {
-        s.frequency_bin: {
-            "stacked_statistic": s.stacked_statistic,
-            "stacked_snr": s.stacked_snr,
-            "fap": s.fap,
-            "frequency_hz": s.frequency_hz,
-            "sigma_frequency_hz": s.sigma_frequency_hz,
-            "mean_amplitude": s.mean_amplitude,
-            "n_segments": s.n_segments,
-            "n_estimates": s.n_estimates,
-            "contributing_segments": sorted(s.contributing_segments),
-        }
-        for s in sources
-    }
-
-
-def assert_same(got, want) -> None:
-    g, w = as_table(got), as_table(want)
-    assert sorted(g) == sorted(w), "the same bins"
-    for b, expected in w.items():
-        for name, value in expected.items():
-            if isinstance(value, float):
-                assert g[b][name] == pytest.approx(value, rel=1e-9), (b, name)
-            else:
-                assert g[b][name] == value, (b, name)
-
-
-def publish_raw(settings, records) -> None:
-    async def send() -> None:
-        producer = make_producer(settings, "test-retraction-reference")
-        await producer.start()
-        try:
-            futures = [
-                await producer.send(
-                    settings.topic(SOURCES_ESTIMATES), r.value, r.key, headers=list(r.headers)
-                )
-                for r in records
-            ]
-            await asyncio.gather(*futures)
-        finally:
-            await producer.stop()
-
-    asyncio.run(send())
 
 
 @pytest.fixture(scope="module")
@@ -212,31 +170,10 @@ def test_retraction_gives_the_catalogue_without_the_segment(services, days, kafk
     assert all(last_id not in s.contributing_segments for s in final)
 
     # The reference: a second catalogue fed the same estimates, without the two segments.
-    reference = kafka.model_copy(update={"topic_prefix": f"ref{uuid.uuid4().hex[:8]}."})
-    declared = Topology(topics=TOPICS, steps=(catalog_step,)).all_topics()
-    asyncio.run(ensure_topics(reference, declared))
-    env = {
-        **services.env,
-        "LISA_KAFKA_TOPIC_PREFIX": reference.topic_prefix,
-        "LISA_CHOREO_HOME": str(tmp_path / "ref-home"),
-        "OTEL_TRACES_EXPORTER": "none",
-    }
-    ref_proc = ServiceProcess("catalog", tmp_path / "ref-catalog.log", env).start()
-    try:
-        ref_proc.wait_ready(120)
-        estimates = sorted(
-            read_all(settings, SOURCES_ESTIMATES), key=lambda r: (r.timestamp, r.partition)
-        )
-        kept = [r for r in estimates if r.key.decode() not in (target, last_id)]
-        assert len({r.key for r in kept}) == DAYS - 2
-        publish_raw(reference, kept)
-        expected = wait_until(
-            lambda: (c := catalogue(reference)) and min(s.n_segments for s in c) >= DAYS - 2 and c,
-            300,
-            "the reference catalogue",
-        )
-    finally:
-        ref_proc.terminate()
+    estimates = read_all(settings, SOURCES_ESTIMATES)
+    kept = [r for r in estimates if r.key.decode() not in (target, last_id)]
+    assert len({r.key for r in kept}) == DAYS - 2
+    expected = reference_catalogue(services, kept, DAYS - 2, tmp_path)
     assert_same(final, expected)
 
     # products rewritten: catalog.csv holds the 28-segment catalogue

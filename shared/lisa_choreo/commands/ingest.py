@@ -19,6 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("files", type=Path, nargs="+")
     p.add_argument("--segment-s", type=float, help="segment duration (default 86400)")
     p.add_argument("--overlap-s", type=float, help="overlap (default 0)")
+    p.add_argument(
+        "--revision",
+        help="a reprocessing's label (letters, digits, _): new segment ids "
+        "<sha256[:16]>.<revision>-<index> (default $LISA_INGEST_REVISION, empty)",
+    )
     p.add_argument("--force", action="store_true", help="publish again an ingested file")
     p.set_defaults(func=run)
 
@@ -62,6 +67,12 @@ def run(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"segment_s": args.segment_s})
     if args.overlap_s is not None:
         settings = settings.model_copy(update={"overlap_s": args.overlap_s})
+    if args.revision is not None:
+        try:
+            settings = IngestSettings(**{**settings.model_dump(), "revision": args.revision})
+        except ValueError as exc:
+            print(f"lisa-choreo: --revision: {exc}", file=sys.stderr)
+            return 2
     provider = configure_tracing("ingest")
     status = 0
     bar = task_bar()
@@ -75,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
                     result = ingest_file(path, settings, force=args.force)
                 else:
                     task = bar.add_task(f"{path.name}: checking", total=None)
-                    plan = plan_file(path, settings.segment_s, settings.overlap_s)
+                    plan = plan_file(
+                        path, settings.segment_s, settings.overlap_s, revision=settings.revision
+                    )
                     bar.update(
                         task,
                         description=f"{path.name}: publishing {len(plan.bounds)} segment(s)",

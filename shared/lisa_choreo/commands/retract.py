@@ -30,15 +30,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--segment-s", type=float, help="segment duration of --file (default 86400)")
     p.add_argument("--overlap-s", type=float, help="overlap of --file's segments (default 0)")
+    p.add_argument(
+        "--revision", default="", help="the revision --file was ingested with (default none)"
+    )
     p.add_argument("--reason", default="", help="why (kept with the retraction)")
     p.set_defaults(func=run)
 
 
-def file_segments(path: Path, segment_s: float, overlap_s: float) -> list[str]:
+def file_segments(path: Path, segment_s: float, overlap_s: float, revision: str = "") -> list[str]:
     """The ids ingest gives the segments of ``path`` (the whole file is checked as ingest does)."""
     from lisa_services.ingest.files import plan_file
 
-    plan = plan_file(path, segment_s, overlap_s)
+    plan = plan_file(path, segment_s, overlap_s, revision=revision)
     return [plan.segment_id(i) for i in range(len(plan.bounds))]
 
 
@@ -87,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
     wanted: list[tuple[str, str | None]] = [(s, None) for s in args.segment_ids if s.strip()]
     for path in args.file:
         try:
-            wanted += [(s, str(path)) for s in file_segments(path, segment_s, overlap_s)]
-        except (LDCFormatError, OSError) as exc:
+            ids = file_segments(path, segment_s, overlap_s, args.revision)
+            wanted += [(s, str(path)) for s in ids]
+        except (LDCFormatError, OSError, ValueError) as exc:
             print(f"lisa-choreo: {path}: {exc}", file=sys.stderr)
             return 2
     if not wanted:

@@ -38,6 +38,10 @@ not the dead-letter topics, not the catalogue's internal topics. Replayed record
 ``lisa_replay_of`` and are processed like any input, so this write injects nothing a service
 would not accept from its upstream.
 
+The campaign worker (``User:campaign``, ``lisa_choreo.campaign``): WRITE, DESCRIBE on the raw
+segments (with ingest's PREFIXED transactional id), the retractions and the releases; READ,
+DESCRIBE on the catalogue and the flow monitor's state; IDEMPOTENT_WRITE on the cluster.
+
 No binding names a wildcard resource or principal; ``User:admin`` is a super user and needs none.
 """
 
@@ -49,9 +53,17 @@ from enum import IntEnum
 
 from choreo.step import Step
 from choreo.topology import Topology, dead_letter_topic
-from lisa_pipeline.topics import CONTROL
+from lisa_pipeline.topics import (
+    CATALOG,
+    CATALOG_RELEASES,
+    CONTROL,
+    FLOWS_STATE,
+    RETRACTIONS,
+    SEGMENTS_RAW,
+)
 
 OPERATOR = "operator"
+CAMPAIGN = "campaign"
 CLUSTER = "kafka-cluster"  # the one name Kafka gives the CLUSTER resource
 
 # Runtime facts outside the declarations (see the module docstring), by service name.
@@ -126,7 +138,8 @@ def observers(topology: Topology) -> tuple[Step, ...]:
 
 def principals(topology: Topology) -> list[str]:
     """The user names of the deployment: one per service and observer, and the operator."""
-    return [s.name for s in topology.steps] + [s.name for s in observers(topology)] + [OPERATOR]
+    steps = [s.name for s in topology.steps] + [s.name for s in observers(topology)]
+    return [*steps, OPERATOR] + ([CAMPAIGN] if has_campaigns(topology) else [])
 
 
 class _Grants:
@@ -214,11 +227,37 @@ def operator_bindings(topology: Topology, prefix: str) -> list[AclBinding]:
     return sorted(g.bindings)
 
 
+CAMPAIGN_TOPICS = (SEGMENTS_RAW, RETRACTIONS, CATALOG_RELEASES, CATALOG, FLOWS_STATE)
+
+
+def has_campaigns(topology: Topology) -> bool:
+    """A deployment declaring every topic a campaign uses has a campaign principal."""
+    return set(CAMPAIGN_TOPICS) <= {t.name for t in topology.topics}
+
+
+def campaign_bindings(prefix: str) -> list[AclBinding]:
+    """A reprocessing campaign's worker (``lisa_choreo.campaign``): it acts on the choreography
+    from outside, as an operator would, and nothing more: publish a file's segments (in ingest's
+    transactions), publish retractions and releases, read the catalogue and the flow monitor's
+    state (without a group)."""
+    g = _Grants(CAMPAIGN)
+    for topic in (SEGMENTS_RAW, RETRACTIONS, CATALOG_RELEASES):
+        g.allow(ResourceType.TOPIC, prefix + topic, (W, D))
+    for topic in (CATALOG, FLOWS_STATE):
+        g.allow(ResourceType.TOPIC, prefix + topic, (R, D))
+    txn = TRANSACTIONAL_ID_PREFIXES["ingest"]
+    g.allow(ResourceType.TRANSACTIONAL_ID, prefix + txn, (W, D), PatternType.PREFIXED)
+    g.allow(ResourceType.CLUSTER, CLUSTER, (Operation.IDEMPOTENT_WRITE,))
+    return sorted(g.bindings)
+
+
 def derive(topology: Topology, prefix: str = "") -> list[AclBinding]:
     """Every binding of the deployment whose names start with ``prefix``, sorted."""
     bindings = [b for s in topology.steps for b in service_bindings(s, prefix)]
     bindings += [b for s in observers(topology) for b in observer_bindings(s, topology, prefix)]
     bindings += operator_bindings(topology, prefix)
+    if has_campaigns(topology):
+        bindings += campaign_bindings(prefix)
     check(bindings)
     return sorted(set(bindings))
 
