@@ -50,20 +50,24 @@ from choreo.reader import TopicReader, partitions_of
 from choreo.replay import REPLAY_HEADER, Letter
 from choreo.settings import KafkaSettings
 from choreo.topology import dead_letter_topic
-from lisa_pipeline.events import FlowSnapshot
+from lisa_pipeline.events import FlowRetraction, FlowSnapshot, SegmentRetracted, StepControl
 from lisa_pipeline.flowmodel import (
     DEAD_LETTER_TOPICS,
     OBSERVED_TOPICS,
     STAGE_BY_INPUT,
     hop_of,
 )
-from lisa_pipeline.topics import FLOWS_ALERTS, FLOWS_STATE, TOPICS
+from lisa_pipeline.topics import CONTROL, FLOWS_ALERTS, FLOWS_STATE, RETRACTIONS, TOPICS
 from lisa_services.flows.settings import FlowsSettings
 from lisa_services.flows.state import SERVICE, Alert, FlowModel
 from lisa_services.flows.traffic import Traffic
 
 log = structlog.get_logger(__name__)
 _SNAPSHOT = {FlowSnapshot.ce_type: FlowSnapshot}
+_CONTROL = {StepControl.ce_type: StepControl}
+_RETRACTION = {SegmentRetracted.ce_type: SegmentRetracted}
+SIDE_TOPICS = (CONTROL, RETRACTIONS)
+"""Read whole at every start (compacted): each step's desired state, and the retractions."""
 
 
 def alert_envelope(alert: Alert) -> Envelope[Any]:
@@ -104,6 +108,8 @@ class Monitor:
         """Dead-letter topics read: the flow topics' and any other declared topic's."""
         self.replayed: set[str] = set()
         """Refs of letters seen replayed (``lisa_replay_of`` on a consumed topic)."""
+        self.controls: dict[str, StepControl] = {}
+        """Each step's last pause/resume command (``lisa.control``): the view marks it."""
         self.group = self.kafka.topic(SERVICE)
         self._stopping = asyncio.Event()
         self._pending: list[Alert] = []
@@ -314,7 +320,16 @@ class Monitor:
             except LookupError:
                 continue
             self.letter_topics.append(topic)
+        side = []
+        for topic in SIDE_TOPICS:  # absent on an older deployment: the view shows less
+            try:
+                side += await partitions_of(self.kafka, [self.kafka.topic(topic)])
+            except LookupError:
+                log.warning("topic missing, not followed", topic=topic)
+        partitions += side
         consumer.assign(partitions)
+        for tp in side:
+            await consumer.seek_to_beginning(tp)
         consumed = {self.kafka.topic(t): t for t in STAGE_BY_INPUT}
         dead = {self.kafka.topic(t) for t in self.letter_topics}
         self._consumed = [tp for tp in partitions if tp.topic in consumed]
@@ -355,6 +370,9 @@ class Monitor:
 
     def _observe(self, record: ConsumerRecord) -> None:
         topic = record.topic.removeprefix(self.kafka.topic_prefix)
+        if topic in SIDE_TOPICS:
+            self._side(topic, record)
+            return
         try:
             headers = codec.header_map(record.headers)
             source = headers.get("ce_source") or "?"
@@ -370,6 +388,34 @@ class Monitor:
                 self._pending += self.model.observe(hop)
         except Exception:  # no record may stop the monitor
             log.exception("record ignored", topic=topic, offset=record.offset)
+
+    def _side(self, topic: str, record: ConsumerRecord) -> None:
+        """A pause/resume command or a retraction; an unreadable one is logged and skipped."""
+        if record.value is None:
+            return
+        try:
+            if topic == CONTROL:
+                command = codec.decode(record.key, record.value, record.headers, _CONTROL).data
+                self.controls[command.step] = command
+                return
+            retracted = codec.decode(record.key, record.value, record.headers, _RETRACTION).data
+        except Exception as exc:  # no record may stop the monitor
+            log.warning("record ignored", topic=topic, offset=record.offset, error=str(exc))
+            return
+        at_ms = record.timestamp if record.timestamp is not None else self.now_ms()
+        self.model.retract(
+            retracted.segment_id,
+            FlowRetraction(
+                reason=retracted.reason,
+                requested_by=retracted.requested_by,
+                source_file=retracted.source_file,
+                at_ms=at_ms,
+            ),
+        )
+
+    def paused(self) -> dict[str, StepControl]:
+        """The steps whose last command is ``paused``."""
+        return {step: c for step, c in self.controls.items() if c.state == "paused"}
 
     async def _poll_offsets(self, consumer: AIOKafkaConsumer, admin: AIOKafkaAdminClient) -> None:
         now_ms = self.now_ms()

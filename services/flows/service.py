@@ -36,13 +36,17 @@ from lisa_pipeline.events import (
     FlowStuck,
     SegmentConditioned,
     SegmentRaw,
+    SegmentRetracted,
     SourceEstimates,
+    StepControl,
 )
 from lisa_pipeline.topics import (
     CANDIDATES_GB,
     CATALOG,
+    CONTROL,
     FLOWS_ALERTS,
     FLOWS_STATE,
+    RETRACTIONS,
     SEGMENTS_CONDITIONED,
     SEGMENTS_RAW,
     SOURCES_ESTIMATES,
@@ -59,6 +63,8 @@ step = Step(
         Consumes(CANDIDATES_GB, CandidatesGB),
         Consumes(SOURCES_ESTIMATES, SourceEstimates),
         Consumes(CATALOG, CatalogSource),
+        Consumes(CONTROL, StepControl),
+        Consumes(RETRACTIONS, SegmentRetracted),
     ],
     produces=[
         Produces(FLOWS_ALERTS, FlowStuck, FlowDeadLettered, FlowRecovered),

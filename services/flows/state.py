@@ -40,6 +40,7 @@ from lisa_pipeline.events import (
     FlowDeath,
     FlowMark,
     FlowRecovered,
+    FlowRetraction,
     FlowSnapshot,
     FlowStuck,
     FlowStuckMark,
@@ -87,6 +88,7 @@ class Flow:
     alerts: list[str] = field(default_factory=list)
     replays: list[str] = field(default_factory=list)
     updated_ms: int = 0
+    retraction: FlowRetraction | None = None
 
     @property
     def furthest(self) -> Stage | None:
@@ -109,10 +111,20 @@ class Flow:
 
     @property
     def finished(self) -> bool:
-        return self.death is not None or self.catalogued
+        """Dead-lettered, catalogued, or retracted before it was ever seen (nothing to wait
+        for; if its records come later, it moves again like any flow)."""
+        return (
+            self.death is not None
+            or self.catalogued
+            or (self.retraction is not None and not self.marks)
+        )
 
     @property
     def status(self) -> str:
+        """Where the flow is; ``retracted`` once a retracted flow has stopped moving (a
+        retracted segment still in flight keeps its moving status, flagged ``retraction``)."""
+        if self.retraction is not None and self.finished:
+            return "retracted"
         if self.death is not None:
             return "dead-lettered"
         if self.catalogued:
@@ -149,6 +161,7 @@ class Flow:
             alerts=list(self.alerts),
             replays=list(self.replays),
             updated_ms=self.updated_ms,
+            retraction=self.retraction,
         )
 
     @classmethod
@@ -163,6 +176,7 @@ class Flow:
             alerts=list(snap.alerts),
             replays=list(snap.replays),
             updated_ms=snap.updated_ms,
+            retraction=snap.retraction,
         )
 
 
@@ -190,7 +204,8 @@ class FlowModel:
         for snap in snapshots:
             flow = Flow.of(snap)
             self.flows[flow.segment_id] = flow
-            self.by_correlation[flow.correlation_id] = flow.segment_id
+            if flow.correlation_id:
+                self.by_correlation[flow.correlation_id] = flow.segment_id
             self.emitted.update(flow.alerts)
             self._track(flow)
         self.emitted.update(emitted)
@@ -206,13 +221,19 @@ class FlowModel:
         flow = self.flows.get(segment)
         if flow is None:
             flow = self.flows[segment] = Flow(segment, hop.correlation_id)
+        elif not flow.correlation_id:  # known from its retraction only
+            flow.correlation_id = hop.correlation_id
         if hop.kind == "dead":
             return self._dead(flow, hop)
         if hop.stage is STAGES[0] and hop.correlation_id != flow.correlation_id:
             if FIRST_LABEL in flow.marks and hop.event_id != flow.marks[FIRST_LABEL].event_id:
                 # the segment published again under a new root (a forced re-ingest): a new run
                 flow = self.flows[segment] = Flow(
-                    segment, hop.correlation_id, alerts=flow.alerts, replays=flow.replays
+                    segment,
+                    hop.correlation_id,
+                    alerts=flow.alerts,
+                    replays=flow.replays,
+                    retraction=flow.retraction,
                 )
             else:
                 flow.correlation_id = hop.correlation_id
@@ -229,6 +250,18 @@ class FlowModel:
             trace_id=hop.trace_id,
         )
         return self._reach(flow, mark, replay_of=hop.replay_of)
+
+    def retract(self, segment: str, retraction: FlowRetraction) -> bool:
+        """A segment's retraction (idempotent: the first one seen is kept); a flow not seen
+        yet is created, so that its records, if they come, show as retracted. True if new."""
+        flow = self.flows.get(segment)
+        if flow is None:
+            flow = self.flows[segment] = Flow(segment, "")
+        if flow.retraction is not None:
+            return False
+        flow.retraction = retraction
+        self._touch(flow, retraction.at_ms)
+        return True
 
     def consumer_committed(self, topic: str, partition: int, offset: int, now_ms: int) -> list:
         """The committed offset of the group consuming ``topic`` (the stage's service), as read
@@ -480,6 +513,13 @@ def summary(flow: Flow, now_ms: int) -> dict[str, Any]:
             "detected": iso(flow.stuck.detected_ms).isoformat(),
             "alert_id": flow.stuck.alert_id,
         }
+    if flow.retraction is not None:
+        out["retraction"] = {
+            "reason": flow.retraction.reason,
+            "requested_by": flow.retraction.requested_by,
+            "source_file": flow.retraction.source_file,
+            "at": iso(flow.retraction.at_ms).isoformat(),
+        }
     if flow.death is not None:
         out["death"] = {
             "stage": flow.death.stage,
@@ -511,6 +551,7 @@ def counts(model: FlowModel) -> dict[str, Any]:
         "dead": sum(f.death is not None for f in model.flows.values()),
         "stuck": sum(f.stuck is not None for f in model.flows.values()),
         "in_flight": sum(not f.finished for f in model.flows.values()),
+        "retracted": sum(f.retraction is not None for f in model.flows.values()),
     }
     return {"stages": stages, "total": total}
 

@@ -5,8 +5,11 @@ topology as inline SVG); the page and the tests share the API:
 
 - ``GET /api/overview``: the declared topology (``lisa_pipeline.stages``) with per edge the
   throughput over the last minute, the consumer lag and the age of the oldest waiting record; the
-  counts per stage; the stuck and dead-lettered flows; the last alerts;
-- ``GET /api/flows?status=stuck|waiting|dead-lettered|catalogued|all&q=<prefix>``: flows in a line;
+  counts per stage; the stuck and dead-lettered flows; the last alerts; the paused steps (from
+  ``lisa.control``: marked on their node, with reason and who asked);
+- ``GET /api/flows?status=stuck|waiting|dead-lettered|catalogued|retracted|all&q=<prefix>``:
+  flows in a line (``retracted``: every flow with a retraction from ``lisa.retractions``, also
+  one whose segment never came);
 - ``GET /api/segments/<segment id>``: one flow's timeline across services with queue waits (the
   consumers' own ``lisa.queue_wait_ms`` from the tracing backend when it answers, else estimated
   from record times) and the link to its trace (``<LISA_ZIPKIN_URL>/zipkin/traces/<trace id>``);
@@ -39,7 +42,7 @@ from lisa_services.flows.state import counts, iso, summary, timeline
 
 log = structlog.get_logger(__name__)
 STATIC = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
-STATUSES = ("stuck", "waiting", "dead-lettered", "catalogued", "all")
+STATUSES = ("stuck", "waiting", "dead-lettered", "catalogued", "retracted", "all")
 LISTED = 200
 """Stuck and dead-lettered flows in the overview, oldest stuck and newest dead first (the
 counts are complete; ``/api/flows`` lists them all)."""
@@ -65,8 +68,18 @@ def graph(monitor: Monitor, now_ms: int) -> dict[str, list[dict[str, Any]]]:
     letters: dict[str, int] = {}
     for letter in monitor.letters.values():
         letters[letter.topic] = letters.get(letter.topic, 0) + 1
+    paused = monitor.paused()
     for stage in STAGES:
-        nodes.append({"id": f"service:{stage.service}", "kind": "service", "name": stage.service})
+        node: dict[str, Any] = {
+            "id": f"service:{stage.service}",
+            "kind": "service",
+            "name": stage.service,
+            "paused": stage.service in paused,
+        }
+        if command := paused.get(stage.service):
+            node["paused_reason"] = command.reason
+            node["paused_by"] = command.requested_by
+        nodes.append(node)
         nodes.append(
             {
                 "id": f"topic:{stage.produces}",
@@ -208,6 +221,10 @@ def make_app(monitor: Monitor) -> web.Application:
                 "stuck": sorted(stuck, key=lambda s: s["stuck"]["since"])[:LISTED],
                 "dead": sorted(dead, key=lambda s: s["death"]["at"], reverse=True)[:LISTED],
                 "letters": len(monitor.letters),
+                "paused": {
+                    step: {"reason": c.reason, "requested_by": c.requested_by}
+                    for step, c in sorted(monitor.paused().items())
+                },
                 "alerts": list(reversed(monitor.recent))[:20],
             }
         )
@@ -225,7 +242,10 @@ def make_app(monitor: Monitor) -> web.Application:
         chosen = [
             f
             for s, f in sorted(monitor.model.flows.items())
-            if s.startswith(prefix) and status in ("all", f.status)
+            if s.startswith(prefix)
+            and (
+                status in ("all", f.status) or (status == "retracted" and f.retraction is not None)
+            )
         ]
         return web.json_response(
             {"total": len(chosen), "flows": [summary(f, now_ms) for f in chosen[:limit]]}

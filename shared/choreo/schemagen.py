@@ -20,6 +20,7 @@ from pydantic.json_schema import models_json_schema
 
 from choreo.events import Event
 from choreo.settings import KafkaSettings
+from choreo.step import Step
 from choreo.topology import DLQ_SUFFIX, TopicSpec, Topology, dead_letter_topic
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"  # what pydantic emits
@@ -72,10 +73,22 @@ DEAD_LETTER_HEADERS: dict[str, str] = {
 }
 
 
+def participants(topo: Topology) -> list[tuple[Step, str]]:
+    """Who talks over the topics, with its role: ``step`` (consumes in its group, dead-letters
+    what it cannot process), then, if the deployment declares them
+    (``lisa_choreo.registry.Deployment``), ``observer`` (reads in its own group, no dead letters:
+    the flow monitor) and ``client`` (reads without a group: the campaign worker)."""
+    return (
+        [(s, "step") for s in topo.steps]
+        + [(s, "observer") for s in getattr(topo, "observers", ())]
+        + [(s, "client") for s in getattr(topo, "clients", ())]
+    )
+
+
 def event_types(topo: Topology) -> dict[str, type[Event]]:
-    """Every event type a step consumes or produces, by ``ce_type`` (sorted)."""
+    """Every event type anyone consumes or produces, by ``ce_type`` (sorted)."""
     found: dict[str, type[Event]] = {}
-    for step in topo.steps:
+    for step, _ in participants(topo):
         for decl in [*step.consumes, *step.produces]:
             for model in decl.types:
                 other = found.setdefault(model.ce_type, model)
@@ -112,7 +125,7 @@ def event_schema(model: type[Event]) -> dict[str, Any]:
 def _topic_types(topo: Topology) -> dict[str, list[str]]:
     """Topic -> the ce_types that travel on it (as any step declares them), sorted."""
     out: dict[str, set[str]] = {t.name: set() for t in topo.all_topics()}
-    for step in topo.steps:
+    for step, _ in participants(topo):
         for decl in [*step.consumes, *step.produces]:
             out[decl.topic].update(m.ce_type for m in decl.types)
     return {topic: sorted(types) for topic, types in out.items()}
@@ -266,7 +279,14 @@ def _operations(topo: Topology) -> dict[str, Any]:
     topic of each consumed one (the runner does that for every step)."""
     ops: dict[str, Any] = {}
 
-    def op(step_name: str, action: str, topic: str, messages: Iterable[str], summary: str) -> None:
+    def op(
+        step_name: str,
+        action: str,
+        topic: str,
+        messages: Iterable[str],
+        summary: str,
+        group: bool = True,
+    ) -> None:
         body: dict[str, Any] = {
             "action": action,
             "channel": _ref("channels", topic),
@@ -274,7 +294,7 @@ def _operations(topo: Topology) -> dict[str, Any]:
             "summary": summary,
             "tags": [{"name": step_name}],
         }
-        if action == "receive":
+        if action == "receive" and group:
             body["bindings"] = {
                 "kafka": {
                     "bindingVersion": KAFKA_BINDING_VERSION,
@@ -283,10 +303,13 @@ def _operations(topo: Topology) -> dict[str, Any]:
             }
         ops[f"{step_name}.{action}.{topic}"] = body
 
-    for step in topo.steps:
+    for step, role in participants(topo):
         what = step.description or step.name
         for c in step.consumes:
-            op(step.name, "receive", c.topic, sorted(m.ce_type for m in c.types), what)
+            types = sorted(m.ce_type for m in c.types)
+            op(step.name, "receive", c.topic, types, what, group=role != "client")
+            if role != "step":
+                continue
             op(
                 step.name,
                 "send",

@@ -41,10 +41,17 @@ class Deployment(Topology):
     """The topology's topics and steps, and the observers reading them."""
 
     observers: tuple[Step, ...] = ()
+    clients: tuple[Step, ...] = ()
+    """Tools that act on the pipeline from outside it, as an operator would (the campaign
+    worker): declared so that the schemas document what they read and write."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         names = {t.name for t in self.topics}
+        for step in self.clients:
+            for topic in [c.topic for c in step.consumes] + [p.topic for p in step.produces]:
+                if topic not in names:
+                    raise ValueError(f"client {step.name!r} uses undeclared topic {topic!r}")
         for step in self.observers:
             for topic in [c.topic for c in step.consumes] + [p.topic for p in step.produces]:
                 if topic not in names:
@@ -73,4 +80,11 @@ def topology() -> Deployment:
         topics=TOPICS,
         steps=tuple(load_step(n) for n in SERVICE_MODULES),
         observers=tuple(load_step(n) for n in OBSERVER_MODULES),
+        clients=(campaign_declaration(),),
     )
+
+
+def campaign_declaration() -> Step:
+    from lisa_choreo.campaign.declaration import step
+
+    return step

@@ -249,6 +249,15 @@ class FlowStuckMark(_Part):
     alert_id: str
 
 
+class FlowRetraction(_Part):
+    """The retraction of a segment (``lisa.retractions``), as the flow monitor saw it."""
+
+    reason: str = ""
+    requested_by: str = ""
+    source_file: str | None = None
+    at_ms: int = Field(description="the retraction record's timestamp (ms since the epoch)")
+
+
 class FlowSnapshot(Event):
     """One segment's flow as the flow monitor knows it (its compacted state, keyed by segment
     id): stages reached, the dead letter that ended it, the stuck alert outstanding, and the ids
@@ -264,6 +273,9 @@ class FlowSnapshot(Event):
     alerts: list[str] = Field(default_factory=list)
     replays: list[str] = Field(default_factory=list, description="dead letters replayed")
     updated_ms: int = 0
+    retraction: FlowRetraction | None = Field(
+        None, description="the segment was retracted (it may arrive afterwards: never counted)"
+    )
 
 
 # -- pause and resume (every step follows ``lisa.control``, see ``choreo.control``) and retraction

@@ -299,3 +299,41 @@ def test_replay_from_the_view_sends_the_letter_home_once_and_the_flow_goes_on(ru
     )
     after = {d["ref"]: d for d in run.get("api/deadletters")["letters"]}
     assert after[letter["ref"]]["replayed"]
+
+
+def test_paused_steps_and_retractions_show_in_the_view(run: Run):
+    svc = run.services
+    result = svc.cli("step", "pause", "gb-search", "--reason", "maintenance window")
+    assert result.returncode == 0, result.stderr
+    wait_until(lambda: "gb-search" in run.get("api/overview")["paused"], 30, "gb-search paused")
+    overview = run.get("api/overview")
+    assert overview["paused"]["gb-search"]["reason"] == "maintenance window"
+    (node,) = [n for n in overview["graph"]["nodes"] if n["id"] == "service:gb-search"]
+    assert node["paused"] is True
+    assert not any(n.get("paused") for n in overview["graph"]["nodes"] if n is not node)
+    page = dom(run.url)
+    assert 'data-step="gb-search"' in page  # the badge on the service's node
+    assert "gb-search paused" in page
+
+    # a catalogued segment, and one the pipeline never saw, retracted
+    target, unseen = run.catalogued[1], "0123456789abcdef-09999"
+    result = svc.cli("retract", target, unseen, "--reason", "bad calibration")
+    assert result.returncode == 0, result.stderr
+
+    def retracted() -> dict[str, dict]:
+        listing = run.get("api/flows?status=retracted")["flows"]
+        return {f["segment_id"]: f for f in listing}
+
+    found = wait_until(lambda: {target, unseen} <= retracted().keys() and retracted(), 30, "both")
+    assert found[target]["status"] == "retracted"  # catalogued, then withdrawn
+    assert found[unseen]["status"] == "retracted"
+    assert found[target]["retraction"]["reason"] == "bad calibration"
+    assert run.get("api/overview")["counts"]["total"]["retracted"] == 2
+    page = dom(f"{run.url}?segment={target}")
+    assert 'id="retraction"' in page
+    assert "bad calibration" in page
+
+    result = svc.cli("step", "resume", "gb-search")
+    assert result.returncode == 0, result.stderr
+    wait_until(lambda: not run.get("api/overview")["paused"], 30, "gb-search running again")
+    assert 'data-step="gb-search"' not in dom(run.url)

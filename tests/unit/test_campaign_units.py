@@ -63,3 +63,19 @@ def test_the_bridge_speaks_of_catalogued_and_dead_lettered_flows_only():
     )
     dead = FlowSnapshot(**base, marks=[_mark("raw")], death=death)
     assert outcome(dead) == (SEGMENT_DEAD, "condition: no-data")
+
+
+def test_the_campaign_may_do_what_it_declares_and_nothing_else():
+    from lisa_choreo.registry import topology
+    from lisa_choreo.security.acls import Operation, by_principal, derive
+
+    grants = {
+        (b.resource_type.name, b.resource_name, b.operation)
+        for b in by_principal(derive(topology(), "p."))["User:campaign"]
+    }
+    writes = {name for kind, name, op in grants if kind == "TOPIC" and op is Operation.WRITE}
+    reads = {name for kind, name, op in grants if kind == "TOPIC" and op is Operation.READ}
+    assert writes == {"p.lisa.segments.raw", "p.lisa.retractions", "p.lisa.catalog.releases"}
+    assert reads == {"p.lisa.catalog", "p.lisa.flows.state"}
+    assert ("TRANSACTIONAL_ID", "p.ingest-", Operation.WRITE) in grants
+    assert not [g for g in grants if g[0] == "GROUP"]  # it reads without a consumer group

@@ -5,7 +5,13 @@ through ``lisa_pipeline.flowmodel.hop_of``, the monitor's own path."""
 from __future__ import annotations
 
 from choreo import Envelope, codec
-from lisa_pipeline.events import FlowDeadLettered, FlowRecovered, FlowSnapshot, FlowStuck
+from lisa_pipeline.events import (
+    FlowDeadLettered,
+    FlowRecovered,
+    FlowRetraction,
+    FlowSnapshot,
+    FlowStuck,
+)
 from lisa_pipeline.flowmodel import FINAL, Hop, hop_of
 from lisa_pipeline.stages import STAGES, Stage
 from lisa_pipeline.topics import (
@@ -362,3 +368,29 @@ def test_traffic_counts_rates_lag_and_the_oldest_waiting_record():
     assert t.lag(SEGMENTS_RAW, 12_000) == {"lag": 0, "oldest_s": None}
     assert t.consumed_rate(SEGMENTS_RAW) == 2.0  # 4 records in 2 s
     assert t.produced_rate(SEGMENTS_RAW, 70_500) == 0  # out of the window
+
+
+def test_a_retraction_before_its_segment_then_the_segment_through_the_chain():
+    m = model()
+    retraction = FlowRetraction(reason="bad day", requested_by="op@host", at_ms=500)
+    assert m.retract("s1", retraction) is True
+    assert m.retract("s1", retraction.model_copy(update={"reason": "again"})) is False
+    flow = m.flows["s1"]
+    assert (flow.status, flow.finished, flow.retraction.reason) == ("retracted", True, "bad day")
+    assert m.check(600_000) == []  # nothing to wait for: never stuck
+    for i, topic in enumerate((SEGMENTS_RAW, SEGMENTS_CONDITIONED)):
+        m.observe(record(topic, "s1", 1000 + 100 * i))
+    flow = m.flows["s1"]
+    assert flow.correlation_id == f"s1/{SEGMENTS_RAW}"  # learnt from its first record
+    assert (flow.status, flow.finished) == ("waiting", False)  # moving: its moving status
+    assert summary(flow, 1200)["retraction"]["reason"] == "bad day"
+    for topic in (CANDIDATES_GB, SOURCES_ESTIMATES):
+        m.observe(record(topic, "s1", 1300))
+    m.observe(record(CATALOG, "s1", 1400, subject="gb-0001", event_id="cat-1"))
+    assert m.flows["s1"].status == "retracted"
+    assert counts(m)["total"]["retracted"] == 1
+    snaps, _ = m.take_dirty()
+    restored = model()
+    restored.load(snaps)
+    assert restored.flows["s1"].retraction == retraction
+    assert restored.flows["s1"].status == "retracted"

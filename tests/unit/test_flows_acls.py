@@ -21,6 +21,7 @@ from lisa_choreo.security.acls import (
 from lisa_pipeline.flowmodel import OBSERVED_TOPICS
 from lisa_pipeline.stages import PIPELINE
 from lisa_pipeline.topics import FLOWS_ALERTS, FLOWS_STATE
+from lisa_services.flows.monitor import SIDE_TOPICS
 
 P = "p1."
 TOPIC, GROUP = ResourceType.TOPIC, ResourceType.GROUP
@@ -60,7 +61,8 @@ def test_flows_reads_every_flow_topic_and_every_dead_letter_topic(grants):
     dead_letters = {P + dead_letter_topic(t) for t in consumed}
     assert dead_letters <= read
     own = {P + FLOWS_ALERTS, P + FLOWS_STATE}
-    assert read == {P + t for t in OBSERVED_TOPICS} | dead_letters | own
+    side = {P + t for t in SIDE_TOPICS}  # pause/resume commands and retractions, for the view
+    assert read == {P + t for t in OBSERVED_TOPICS} | dead_letters | own | side
     assert names(grants, TOPIC, DESCRIBE) == read
 
 
@@ -90,6 +92,6 @@ def test_the_pipelines_grants_do_not_change_with_the_observer():
     bare = Topology(topics=deployment.topics, steps=deployment.steps)
     with_observer = by_principal(derive(deployment, P))
     without = by_principal(derive(bare, P))
-    assert set(with_observer) - set(without) == {"User:flows"}
+    assert set(with_observer) - set(without) == {"User:flows", "User:campaign"}
     for user, bindings in without.items():
         assert with_observer[user] == bindings, user

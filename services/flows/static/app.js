@@ -86,9 +86,19 @@ function nodeBox(g, node, p) {
   const stuck = node.kind === "topic" && node.stuck > 0;
   if (node.kind === "service") {
     g.append(svg("rect", { x: p.x - 56, y: p.y - 20, width: 112, height: 40, rx: 18,
-      fill: "var(--service)", stroke: "var(--service-edge)", "stroke-width": 1.5 }));
+      fill: node.paused ? "var(--warn-bg)" : "var(--service)",
+      stroke: node.paused ? "var(--warn)" : "var(--service-edge)", "stroke-width": 1.5,
+      "stroke-dasharray": node.paused ? "5 3" : null }));
     g.append(svg("text", { x: p.x, y: p.y + 5, "text-anchor": "middle", "font-size": 14,
       "font-weight": 600, fill: "#1e3a8a" }, node.name));
+    if (node.paused) {
+      const badge = svg("text", { x: p.x, y: p.y - 26, "text-anchor": "middle", "font-size": 11,
+        "font-weight": 700, fill: "var(--warn)", class: "paused-badge", "data-step": node.name },
+        "PAUSED");
+      badge.append(svg("title", {}, `paused${node.paused_reason ? `: ${node.paused_reason}` : ""}` +
+        `${node.paused_by ? ` (by ${node.paused_by})` : ""}`));
+      g.append(badge);
+    }
     return;
   }
   const dlq = node.kind === "dlq";
@@ -258,7 +268,10 @@ function drawHeader(ov) {
     el("b", {}, t.segments), " segments · ", el("b", {}, t.catalogued), " catalogued · ",
     el("b", {}, t.in_flight), " in flight · ",
     el("span", { class: t.stuck ? "bad" : "" }, `${t.stuck} stuck`), " · ",
-    el("span", { class: t.dead ? "bad" : "" }, `${t.dead} dead-lettered`));
+    el("span", { class: t.dead ? "bad" : "" }, `${t.dead} dead-lettered`), " · ",
+    el("span", { id: "retracted-count" }, `${t.retracted} retracted`),
+    ...Object.keys(ov.paused).map((step) =>
+      el("span", { class: "pill warn paused-step" }, `${step} paused`)));
   document.getElementById("clock").textContent = `updated ${fmtTime(ov.now)} UTC`;
   const list = document.getElementById("segments");
   const ids = [...ov.stuck, ...ov.dead].map((f) => f.segment_id);
@@ -329,6 +342,10 @@ function drawSegment(data) {
     f.stuck ? el("span", { class: "bad" },
       `stuck waiting for ${f.stuck.service} since ${fmtTime(f.stuck.since)}`) : null,
     f.death ? el("span", { class: "bad" }, `dead-lettered by ${f.death.service}: ${f.death.reason}`) : null,
+    f.retraction ? el("span", { class: "warn", id: "retraction" },
+      `retracted ${fmtTime(f.retraction.at)}${f.retraction.reason ? `: ${f.retraction.reason}` : ""}` +
+      `${f.retraction.requested_by ? ` (by ${f.retraction.requested_by})` : ""}` +
+      " · never counted in the catalogue") : null,
     data.trace_url
       ? el("a", { href: data.trace_url, target: "_blank", rel: "noopener", id: "trace-link" },
         `trace ${data.trace_id} in the tracing UI`)

@@ -38,9 +38,10 @@ not the dead-letter topics, not the catalogue's internal topics. Replayed record
 ``lisa_replay_of`` and are processed like any input, so this write injects nothing a service
 would not accept from its upstream.
 
-The campaign worker (``User:campaign``, ``lisa_choreo.campaign``): WRITE, DESCRIBE on the raw
-segments (with ingest's PREFIXED transactional id), the retractions and the releases; READ,
-DESCRIBE on the catalogue and the flow monitor's state; IDEMPOTENT_WRITE on the cluster.
+A client (``User:<name>``, of ``Deployment.clients``: the campaign worker, which publishes a
+file's segments through ingest's code, retractions and releases, and reads the catalogue and the
+flow monitor's state without a group): WRITE, DESCRIBE on what it declares it produces (with
+ingest's PREFIXED transactional id), READ, DESCRIBE on what it reads; IDEMPOTENT_WRITE.
 
 No binding names a wildcard resource or principal; ``User:admin`` is a super user and needs none.
 """
@@ -53,21 +54,13 @@ from enum import IntEnum
 
 from choreo.step import Step
 from choreo.topology import Topology, dead_letter_topic
-from lisa_pipeline.topics import (
-    CATALOG,
-    CATALOG_RELEASES,
-    CONTROL,
-    FLOWS_STATE,
-    RETRACTIONS,
-    SEGMENTS_RAW,
-)
+from lisa_pipeline.topics import CONTROL
 
 OPERATOR = "operator"
-CAMPAIGN = "campaign"
 CLUSTER = "kafka-cluster"  # the one name Kafka gives the CLUSTER resource
 
 # Runtime facts outside the declarations (see the module docstring), by service name.
-TRANSACTIONAL_ID_PREFIXES: dict[str, str] = {"ingest": "ingest-"}
+TRANSACTIONAL_ID_PREFIXES: dict[str, str] = {"ingest": "ingest-", "campaign": "ingest-"}
 INTERNAL_TOPIC_PREFIXES: dict[str, str] = {"catalog": "catalog-"}
 
 
@@ -139,7 +132,7 @@ def observers(topology: Topology) -> tuple[Step, ...]:
 def principals(topology: Topology) -> list[str]:
     """The user names of the deployment: one per service and observer, and the operator."""
     steps = [s.name for s in topology.steps] + [s.name for s in observers(topology)]
-    return [*steps, OPERATOR] + ([CAMPAIGN] if has_campaigns(topology) else [])
+    return [*steps, OPERATOR, *(s.name for s in clients(topology))]
 
 
 class _Grants:
@@ -227,26 +220,22 @@ def operator_bindings(topology: Topology, prefix: str) -> list[AclBinding]:
     return sorted(g.bindings)
 
 
-CAMPAIGN_TOPICS = (SEGMENTS_RAW, RETRACTIONS, CATALOG_RELEASES, CATALOG, FLOWS_STATE)
+def clients(topology: Topology) -> tuple[Step, ...]:
+    """The deployment's clients (``lisa_choreo.registry.Deployment``: the campaign worker)."""
+    return tuple(getattr(topology, "clients", ()))
 
 
-def has_campaigns(topology: Topology) -> bool:
-    """A deployment declaring every topic a campaign uses has a campaign principal."""
-    return set(CAMPAIGN_TOPICS) <= {t.name for t in topology.topics}
-
-
-def campaign_bindings(prefix: str) -> list[AclBinding]:
-    """A reprocessing campaign's worker (``lisa_choreo.campaign``): it acts on the choreography
-    from outside, as an operator would, and nothing more: publish a file's segments (in ingest's
-    transactions), publish retractions and releases, read the catalogue and the flow monitor's
-    state (without a group)."""
-    g = _Grants(CAMPAIGN)
-    for topic in (SEGMENTS_RAW, RETRACTIONS, CATALOG_RELEASES):
-        g.allow(ResourceType.TOPIC, prefix + topic, (W, D))
-    for topic in (CATALOG, FLOWS_STATE):
-        g.allow(ResourceType.TOPIC, prefix + topic, (R, D))
-    txn = TRANSACTIONAL_ID_PREFIXES["ingest"]
-    g.allow(ResourceType.TRANSACTIONAL_ID, prefix + txn, (W, D), PatternType.PREFIXED)
+def client_bindings(step: Step, prefix: str) -> list[AclBinding]:
+    """A client acts on the pipeline from outside, as an operator would: WRITE what it declares
+    it produces, READ what it declares it reads (without a group), ingest's transactional ids if
+    it publishes files through ingest's code."""
+    g = _Grants(step.name)
+    for c in step.consumes:
+        g.allow(ResourceType.TOPIC, prefix + c.topic, (R, D))
+    for p in step.produces:
+        g.allow(ResourceType.TOPIC, prefix + p.topic, (W, D))
+    if txn := TRANSACTIONAL_ID_PREFIXES.get(step.name):
+        g.allow(ResourceType.TRANSACTIONAL_ID, prefix + txn, (W, D), PatternType.PREFIXED)
     g.allow(ResourceType.CLUSTER, CLUSTER, (Operation.IDEMPOTENT_WRITE,))
     return sorted(g.bindings)
 
@@ -256,8 +245,7 @@ def derive(topology: Topology, prefix: str = "") -> list[AclBinding]:
     bindings = [b for s in topology.steps for b in service_bindings(s, prefix)]
     bindings += [b for s in observers(topology) for b in observer_bindings(s, topology, prefix)]
     bindings += operator_bindings(topology, prefix)
-    if has_campaigns(topology):
-        bindings += campaign_bindings(prefix)
+    bindings += [b for s in clients(topology) for b in client_bindings(s, prefix)]
     check(bindings)
     return sorted(set(bindings))
 
