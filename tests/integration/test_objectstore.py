@@ -161,8 +161,17 @@ def test_ingest_ledger_notes(store):
     assert store.note_exists(name)
 
 
-def test_stack_status_and_env_report_the_object_store(object_store):
+def test_stack_status_and_env_report_the_object_store(object_store, capsys):
+    from lisa_choreo.commands.stack import _objectstore_up
     from lisa_choreo.localstack import objectstore
+
+    assert _objectstore_up(object_store.port) is False  # `stack up --object-store`: running
+    up = capsys.readouterr().out
+    assert "export LISA_STORE_URI=s3://lisa-choreo/store" in up
+    assert f"export AWS_SHARED_CREDENTIALS_FILE={object_store.credentials_file}" in up
+    assert "lisa-choreo" in [
+        b["Name"] for b in objectstore.client(object_store).list_buckets()["Buckets"]
+    ]
 
     cli = [sys.executable, "-m", "lisa_choreo.cli", "stack"]
     port = ["--object-store", "--object-store-port", str(object_store.port), "--no-tracing"]
@@ -177,8 +186,8 @@ def test_stack_status_and_env_report_the_object_store(object_store):
     assert f"export AWS_SHARED_CREDENTIALS_FILE={object_store.credentials_file}" in env.stdout
     assert f"export AWS_ENDPOINT_URL_S3={object_store.endpoint}" in env.stdout
     key_id, secret = objectstore._credentials(object_store)
-    assert secret not in env.stdout + status.stdout
-    assert key_id not in env.stdout + status.stdout
+    assert secret not in env.stdout + status.stdout + up
+    assert key_id not in env.stdout + status.stdout + up
 
 
 @pytest.mark.kafka
