@@ -44,11 +44,22 @@ import hashlib
 import os
 import re
 import threading
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
+
 from choreo.errors import PermanentError, TransientError
-from choreo.store import ArrayRef, ChecksumMismatch, OutsideStore, Store, encode_hdf5
+from choreo.store import (
+    ArrayRef,
+    ChecksumMismatch,
+    OutsideStore,
+    Store,
+    _default_root,
+    _max_bytes,
+    encode_hdf5,
+)
 
 DEFAULT_REGION = "us-east-1"
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -133,8 +144,6 @@ class S3Store(Store):
     the dataset checks on read) are ``Store``'s."""
 
     def __init__(self, root_uri: str | None = None, max_bytes: int | None = None) -> None:
-        from choreo.store import _default_root, _max_bytes
-
         self.bucket, self.prefix = parse_root(root_uri or _default_root())
         self.max_bytes = max_bytes if max_bytes is not None else _max_bytes()
         self.endpoint = endpoint_url()
@@ -251,10 +260,10 @@ class S3Store(Store):
                 raise
         return uri, digest
 
-    def put(self, arrays, attrs=None) -> ArrayRef:
+    def put(
+        self, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None = None
+    ) -> ArrayRef:
         """Write once; the same content gives the same object (times are not recorded)."""
-        import numpy as np
-
         blob = encode_hdf5(arrays, attrs)
         uri, digest = self.put_blob(blob)
         return ArrayRef(

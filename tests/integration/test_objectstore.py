@@ -17,6 +17,10 @@ from choreo.objectstore import S3Store, StoreConflict
 from choreo.store import ChecksumMismatch, OutsideStore, Store, encode_hdf5
 from tests.conftest import TEST_BUCKET, Services, s3_env, wait_until
 
+# The first test to ask for the object store may build SeaweedFS (minutes, cold): its setup
+# counts against that test's timeout.
+pytestmark = pytest.mark.timeout(1500)
+
 ARRAYS = {"X": np.arange(2000.0), "Y": np.linspace(0, 1, 2000), "Z": np.zeros(2000)}
 
 

@@ -9,6 +9,8 @@ import stat
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from choreo.errors import PermanentError
 from choreo.objectstore import S3Store, parse_root
@@ -208,3 +210,25 @@ def test_stack_credentials_are_private_and_never_in_the_environment(monkeypatch,
     assert env["LISA_STORE_URI"] == "s3://lisa-choreo/store"
     assert not any(secret in value or key_id in value for value in env.values())
     assert not any(secret in a for a in server.command(path))
+
+
+_PIECES = st.sampled_from(
+    [
+        *("s3://", "lisa-choreo", "/", "store", "..", ".", "%2e", "%2F", "?", "#", "@", ":"),
+        *(SHA[:2], SHA, f"{SHA}.h5", OTHER, "\\", "\x00", "LISA-CHOREO", "other"),
+    ]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_PIECES | st.text(max_size=8), max_size=12).map("".join))
+def test_any_uri_is_the_derived_key_or_refused(uri):
+    """Whatever a reference's URI says, the store reads the one key its SHA-256 derives in its
+    own bucket and prefix, or refuses it as ``outside-store``, never anything else."""
+    store = Store("s3://lisa-choreo/store")
+    try:
+        key = store.key_of(ref(uri))
+    except OutsideStore:
+        return
+    assert key == f"store/{SHA[:2]}/{SHA}.h5"
+    assert uri == f"s3://lisa-choreo/{key}"
