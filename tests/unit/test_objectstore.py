@@ -187,6 +187,8 @@ def test_the_stack_server_listens_on_loopback_ports_of_its_own(monkeypatch, tmp_
     assert all(8433 <= p <= 8433 + 10003 for p in ports)
     assert "-ip.bind=127.0.0.1" in command
     assert "-ip=127.0.0.1" in command
+    # nothing leaves the machine (telemetry is on by default), no default port is opened
+    assert {"-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0"} <= set(command)
     with pytest.raises(objectstore.StackError):
         objectstore.ObjectStoreServer(60000)
 
