@@ -23,6 +23,9 @@ S3 port ``P`` (default 8333): master ``P+1``, volume ``P+2``, filer ``P+3``, the
 directory (random, mode 0600): ``s3.json`` for the server and ``credentials`` in the AWS shared
 file format for clients; ``service_env`` points clients at that file
 (``AWS_SHARED_CREDENTIALS_FILE``), so no secret is ever printed or passed on a command line.
+Only the S3 port checks them: the master, volume and filer ports (HTTP and gRPC) take anyone who
+can reach them, which is why everything binds to 127.0.0.1 (``-ip.bind``); its anonymous usage
+report is turned off (``-master.telemetry=false``), so nothing leaves the machine.
 """
 
 from __future__ import annotations
