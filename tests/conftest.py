@@ -63,6 +63,56 @@ def zipkin():
         tracing_ui.stop(server)
 
 
+def _free_on_loopback(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+TEST_BUCKET = "lisa-test"
+
+
+@pytest.fixture(scope="session")
+def object_store():
+    """A real S3 server (the stack's SeaweedFS, built once under ``$LISA_CHOREO_HOME`` when
+    absent, several minutes cold) on loopback ports of its own: ``LISA_TEST_OBJECT_STORE_PORT``
+    if set (reused when it runs already), else a free random set. Stopped at the end only if
+    this session started it. The bucket ``lisa-test`` exists; tests use prefixes of their own."""
+    import random
+    import shutil
+
+    from lisa_choreo.localstack import objectstore
+
+    if objectstore.cached_binary() is None and shutil.which("go") is None:
+        pytest.skip("no SeaweedFS in $LISA_CHOREO_HOME/seaweedfs/bin and no `go` to build it")
+    port = int(os.environ.get("LISA_TEST_OBJECT_STORE_PORT", "0"))
+    while not port:
+        candidate = random.randint(21000, 39000)
+        offsets = (0, 1, 2, 3, 10000, 10001, 10002, 10003)
+        if all(_free_on_loopback(candidate + k) for k in offsets):
+            port = candidate
+    server = objectstore.ObjectStoreServer(port)
+    started = objectstore.up(server, bucket=TEST_BUCKET)
+    yield server
+    if started:
+        objectstore.stop(server)
+        shutil.rmtree(server.state_dir, ignore_errors=True)
+
+
+def s3_env(server, prefix: str) -> dict[str, str]:
+    """A service's environment on ``server`` with its store under ``prefix`` of the test bucket
+    (and no other AWS credentials in the way)."""
+    from lisa_choreo.localstack import objectstore
+
+    env = objectstore.service_env(server, TEST_BUCKET, prefix)
+    return {**env, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
+
+
 def read_all(settings: KafkaSettings, topic: str) -> list:
     """Every record of a topic as of now, read without a consumer group."""
     from choreo.reader import TopicReader

@@ -6,7 +6,6 @@ same directory, then rename), so a reader sees the previous catalogue or the new
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +41,6 @@ def write_products(
     )
     text = csv_text(ordered).encode()
     _replace_atomically(directory, "catalog.csv", lambda fh: fh.write(text))
-    with open(store.path_of(ref), "rb") as src:  # the file:// store's file
-        _replace_atomically(directory, "catalog.h5", lambda fh: shutil.copyfileobj(src, fh))
+    blob = store.read_bytes(ref)  # verified: the product file is the stored bytes
+    _replace_atomically(directory, "catalog.h5", lambda fh: fh.write(blob))
     return ref

@@ -36,9 +36,9 @@ class IngestResult:
     segment_ids: list[str]
 
 
-def ledger_path(store: Store, plan: FilePlan) -> Path:
-    """The file's entry, one per content and revision (a reprocessing is a new cut)."""
-    return store.root / "ingested" / f"{plan.identity}.done"
+def ledger_note(plan: FilePlan) -> str:
+    """The store's note that a cut of a file (by content and revision) was published whole."""
+    return f"ingested/{plan.identity}.done"
 
 
 def _segment_event(plan: FilePlan, index: int, store: Store, overlap_s: float) -> SegmentRaw:
@@ -64,8 +64,8 @@ async def publish_file(
     plan: FilePlan, store: Store, kafka: KafkaSettings, overlap_s: float, force: bool = False
 ) -> IngestResult:
     ids = [plan.segment_id(i) for i in range(len(plan.bounds))]
-    ledger = ledger_path(store, plan)
-    if ledger.exists() and not force:
+    ledger = ledger_note(plan)
+    if not force and await asyncio.to_thread(store.note_exists, ledger):
         log.info("already ingested, nothing published", file=str(plan.path), sha256=plan.sha256)
         return IngestResult(plan.path, len(ids), False, ids)
     producer = AIOKafkaProducer(
@@ -112,7 +112,6 @@ async def publish_file(
                 await asyncio.gather(*futures)
     finally:
         await producer.stop()
-    ledger.parent.mkdir(parents=True, exist_ok=True)
-    ledger.write_text("\n".join(ids) + "\n")
+    await asyncio.to_thread(store.write_note, ledger, "\n".join(ids) + "\n")
     log.info("file ingested", file=str(plan.path), segments=len(ids))
     return IngestResult(plan.path, len(ids), True, ids)

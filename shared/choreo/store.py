@@ -2,8 +2,9 @@
 reference (URI, SHA-256, shapes). Writers go through a temp file + rename, so a reader never sees a
 partial file; readers verify the checksum before use.
 
-Only ``file://`` roots for now (``LISA_STORE_URI``); an S3-compatible backend slots in behind the
-same two calls.
+The root is ``LISA_STORE_URI``: a ``file://`` folder (this module) or an ``s3://bucket/prefix``
+of an S3-compatible object store (``choreo.objectstore``, same guarantees); ``Store(uri)`` gives
+the backend of the URI's scheme, so the services never choose.
 
 A reference is hostile input (it comes in a Kafka record): ``Store.get`` resolves it only to the
 file its SHA-256 names inside the configured root. Any other URI (another scheme, a host part,
@@ -19,6 +20,7 @@ import errno
 import hashlib
 import io
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Mapping
@@ -43,7 +45,7 @@ class ArrayRef(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    uri: str = Field(description="file:// URI of the HDF5 file")
+    uri: str = Field(description="file:// or s3:// URI of the HDF5 file")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the file's bytes")
     size_bytes: int = Field(ge=0)
     shapes: dict[str, list[int]] = Field(description="dataset name -> shape")
@@ -74,10 +76,31 @@ def _default_root() -> str:
     return (home() / "store").resolve().as_uri()
 
 
+def _scheme(uri: str) -> str:
+    try:
+        return urlparse(uri).scheme
+    except ValueError:
+        return ""
+
+
+def encode_hdf5(arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None = None) -> bytes:
+    """The bytes of a product, in memory: the same content gives the same bytes (sorted names,
+    no times), so both backends give a product the same SHA-256."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", libver="earliest", track_order=False) as f:
+        for key, value in sorted((attrs or {}).items()):
+            f.attrs[key] = value
+        for name, array in sorted(arrays.items()):
+            f.create_dataset(name, data=np.asarray(array), track_times=False)
+    return buffer.getvalue()
+
+
 def _path_of(uri: str) -> Path:
     parsed = urlparse(uri)
     if parsed.scheme != "file":
-        raise PermanentError("unsupported-store", f"only file:// store URIs are supported: {uri}")
+        raise PermanentError(
+            "unsupported-store", f"only file:// and s3:// store URIs are supported: {uri[:80]!r}"
+        )
     return Path(unquote(parsed.path))
 
 
@@ -92,10 +115,51 @@ class OutsideStore(PermanentError):
         super().__init__("outside-store", f"reference refused: {why}")
 
 
+_NOTE = re.compile(r"^[a-z]{1,32}/[0-9a-f]{64}\.done$")
+
+
 class Store:
+    """The ``file://`` store; ``Store(uri)`` with an ``s3://`` URI (or ``LISA_STORE_URI``) is a
+    ``choreo.objectstore.S3Store``, which overrides the byte-level parts (names, put, read,
+    notes) and shares the rest (HDF5 encoding, the dataset checks)."""
+
+    def __new__(cls, root_uri: str | None = None, max_bytes: int | None = None) -> Store:
+        if cls is Store and _scheme(root_uri or _default_root()) == "s3":
+            from choreo.objectstore import S3Store
+
+            return super().__new__(S3Store)
+        return super().__new__(cls)
+
     def __init__(self, root_uri: str | None = None, max_bytes: int | None = None) -> None:
         self.root = _path_of(root_uri or _default_root())
         self.max_bytes = max_bytes if max_bytes is not None else _max_bytes()
+
+    @property
+    def uri(self) -> str:
+        """The store's root URI (what ``LISA_STORE_URI`` names)."""
+        return self.root.as_uri()
+
+    def describe(self) -> str:
+        return self.uri
+
+    @staticmethod
+    def check_note_name(name: str) -> str:
+        """Notes (``ingested/<sha256>.done``) are the only other names a store holds."""
+        if not _NOTE.match(name):
+            raise PermanentError("outside-store", f"not a note name: {name[:80]!r}")
+        return name
+
+    def note_exists(self, name: str) -> bool:
+        """Whether the note ``name`` was written (the ingest ledger: a file published whole)."""
+        return (self.root / self.check_note_name(name)).exists()
+
+    def write_note(self, name: str, text: str) -> None:
+        path = self.root / self.check_note_name(name)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        except OSError as exc:
+            raise TransientError(f"store {self.root} unavailable: {exc}") from exc
 
     def path_of(self, ref: ArrayRef) -> Path:
         """The only file ``ref`` may name: ``<root>/<sha[:2]>/<sha>.h5``. Anything else is an
@@ -154,19 +218,16 @@ class Store:
         self, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None = None
     ) -> ArrayRef:
         """Write once; the same content gives the same file (times are not recorded)."""
+        blob = encode_hdf5(arrays, attrs)
+        digest = hashlib.sha256(blob).hexdigest()
         try:
             tmp_dir = self.root / "tmp"
             tmp_dir.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(suffix=".h5", dir=tmp_dir)
-            os.close(fd)
             tmp = Path(tmp_name)
             try:
-                with h5py.File(tmp, "w", libver="earliest", track_order=False) as f:
-                    for key, value in sorted((attrs or {}).items()):
-                        f.attrs[key] = value
-                    for name, array in sorted(arrays.items()):
-                        f.create_dataset(name, data=np.asarray(array), track_times=False)
-                digest = sha256_file(tmp)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(blob)
                 final = self.root / digest[:2] / f"{digest}.h5"
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, final)  # atomic; an identical file may already be there
@@ -177,13 +238,13 @@ class Store:
         return ArrayRef(
             uri=final.as_uri(),
             sha256=digest,
-            size_bytes=final.stat().st_size,
+            size_bytes=len(blob),
             shapes={k: list(np.shape(v)) for k, v in arrays.items()},
             dtypes={k: np.asarray(v).dtype.name for k, v in arrays.items()},
         )
 
-    def get(self, ref: ArrayRef, names: list[str] | None = None) -> dict[str, np.ndarray]:
-        """Read datasets after the checks above and the file's SHA-256 (read once, in memory)."""
+    def read_bytes(self, ref: ArrayRef) -> bytes:
+        """The product's bytes, after the checks above and its SHA-256 (read once, in memory)."""
         fd = self._open_checked(ref)
         try:
             with os.fdopen(fd, "rb") as fh:
@@ -193,6 +254,11 @@ class Store:
         actual = hashlib.sha256(blob).hexdigest()
         if actual != ref.sha256:
             raise ChecksumMismatch(ref, actual)
+        return blob
+
+    def get(self, ref: ArrayRef, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Read datasets after ``read_bytes``'s checks, each dataset's checks in ``_read``."""
+        blob = self.read_bytes(ref)
         wanted = names or list(ref.shapes)
         for name in wanted:
             if name not in ref.shapes:
@@ -228,6 +294,5 @@ class Store:
         return dataset[()]
 
     def get_attrs(self, ref: ArrayRef) -> dict[str, Any]:
-        fd = self._open_checked(ref)
-        with os.fdopen(fd, "rb") as fh, h5py.File(io.BytesIO(fh.read()), "r") as f:
+        with h5py.File(io.BytesIO(self.read_bytes(ref)), "r") as f:
             return dict(f.attrs)

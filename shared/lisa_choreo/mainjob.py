@@ -203,6 +203,15 @@ def stack_up(kafka: KafkaSettings) -> tracing_ui.ZipkinServer | None:
 # -- the run and its record ------------------------------------------------------------------
 
 
+def run_store_uri(run_dir: Path, name: str) -> str:
+    """A run's own store, so runs never mix: ``<run_dir>/store``, or with ``LISA_STORE_URI`` on
+    an object store (``s3://bucket/prefix``), the run's sub-prefix ``<prefix>/runs/<name>``."""
+    root = os.environ.get("LISA_STORE_URI", "")
+    if root.startswith("s3://"):
+        return f"{Store(root).uri}/runs/{name}"
+    return (run_dir / "store").as_uri()
+
+
 @dataclass
 class Run:
     """One run: where it lives and how to read it again (``run.json``)."""
@@ -236,7 +245,7 @@ class Run:
             run_dir=run_dir,
             topic_prefix=f"{kind}-{run_id}.",
             bootstrap_servers=KafkaSettings().bootstrap_servers,
-            store_uri=(run_dir / "store").as_uri(),
+            store_uri=run_store_uri(run_dir, f"{kind}-{run_id}"),
             catalog_fap=catalog.fap,
             merge_bins=catalog.merge_bins,
             secure=is_secure(KafkaSettings()),

@@ -5,6 +5,11 @@ only (``allow.everyone.if.no.acl.found=false``), one principal per service and a
 applies the ACLs derived from the topology (``lisa_choreo.security``); ``stack env --service
 NAME`` prints the environment a service (or ``operator``) runs with there: its password as a
 file reference, never the value.
+
+``stack up --object-store`` also builds (once) and starts SeaweedFS's S3 gateway on loopback
+(``lisa_choreo.localstack.objectstore``), creates the bucket and prints the environment a service
+needs to keep its claim-check store there: ``LISA_STORE_URI=s3://...``, the endpoint, and the
+generated credentials as a file reference (``AWS_SHARED_CREDENTIALS_FILE``), never their value.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ def _port() -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from lisa_choreo.localstack.objectstore import DEFAULT_PORT as objectstore_port
     from lisa_choreo.localstack.temporal import default_port as temporal_port
     from lisa_choreo.localstack.tracing_ui import default_port
 
@@ -61,6 +67,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "else 7233)",
     )
     p.add_argument(
+        "--object-store",
+        action="store_true",
+        help="also the S3 object store (SeaweedFS, built once with go build) for "
+        "LISA_STORE_URI=s3://...; up prints the environment services need; down stops it "
+        "whenever it runs",
+    )
+    p.add_argument(
+        "--object-store-port",
+        type=int,
+        default=objectstore_port,
+        help=f"the object store's S3 port on loopback (default {objectstore_port}; its other "
+        "ports follow it)",
+    )
+    p.add_argument(
         "--zipkin-port",
         type=int,
         default=default_port(),
@@ -93,11 +113,14 @@ def run(args: argparse.Namespace) -> int:
         url = zipkin.url if zipkin else tracing_ui.backend_url()
         for name, value in tracing_ui.otel_env(url).items():
             print(f"export {name}={value}")
+        _print_objectstore_env(args.object_store_port, args.object_store)
         return 0
     if secure and args.action == "up":
         _secure_up(nodes, zipkin, args.no_topics)
         if args.orchestrator:
             _temporal_up(args.temporal_port)
+        if args.object_store:
+            _objectstore_up(args.object_store_port)
         return 0
     if args.action == "up":
         # The tracing JVM boots while Kafka does; both are waited for below.
@@ -113,7 +136,12 @@ def run(args: argparse.Namespace) -> int:
             rf = min(3, len(nodes))
             asyncio.run(ensure_topics(kafka, topology().all_topics(), rf, 2 if rf >= 3 else 1))
         temporal_started = args.orchestrator and _temporal_up(args.temporal_port)
-        print("started" if started or zipkin_started or temporal_started else "already running")
+        store_started = args.object_store and _objectstore_up(args.object_store_port)
+        print(
+            "started"
+            if started or zipkin_started or temporal_started or store_started
+            else "already running"
+        )
         return 0
     if args.action == "down":
         stopped = brokers.down(nodes)
@@ -124,6 +152,10 @@ def run(args: argparse.Namespace) -> int:
 
         if temporal.stop(temporal.TemporalServer(args.temporal_port)):
             print("stopped temporal")
+        from lisa_choreo.localstack import objectstore
+
+        if objectstore.stop(objectstore.ObjectStoreServer(args.object_store_port)):
+            print("stopped the object store")
         return 0
     ready = True
     for node in nodes:
@@ -144,7 +176,42 @@ def run(args: argparse.Namespace) -> int:
     if args.orchestrator or tst.running:
         print(tst.describe())
         ready &= tst.ready or not (tst.running or args.orchestrator)
+    from lisa_choreo.localstack import objectstore
+
+    ost = objectstore.status(objectstore.ObjectStoreServer(args.object_store_port))
+    if args.object_store or ost.running:
+        print(ost.describe())
+        ready &= ost.ready or not (ost.running or args.object_store)
     return 0 if ready else 1
+
+
+def _objectstore_up(port: int) -> bool:
+    """The S3 object store (SeaweedFS; data and generated credentials under the stack's home),
+    its bucket, and the environment a service needs to keep its claim-check store there."""
+    from lisa_choreo.localstack import objectstore
+
+    server = objectstore.ObjectStoreServer(port)
+    started = objectstore.up(server, say=lambda text: print(text, file=sys.stderr, flush=True))
+    print(f"object store: S3 on {server.endpoint}, data {server.data_dir}")
+    print("  services keep their claim-check store there with:")
+    for name, value in objectstore.service_env(server).items():
+        print(f"    export {name}={shlex.quote(value)}")
+    return started
+
+
+def _print_objectstore_env(port: int, requested: bool) -> None:
+    """The object store's environment when it runs (or was asked for): a file reference for
+    the credentials, never their value."""
+    from lisa_choreo.localstack import objectstore
+    from lisa_choreo.localstack.brokers import StackError
+
+    server = objectstore.ObjectStoreServer(port)
+    if objectstore.running_pid(server) is None:
+        if requested:
+            raise StackError(f"no object store runs on {server.endpoint}: stack up --object-store")
+        return
+    for name, value in objectstore.service_env(server).items():
+        print(f"export {name}={shlex.quote(value)}")
 
 
 def _temporal_up(port: int) -> bool:

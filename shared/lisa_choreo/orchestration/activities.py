@@ -142,9 +142,9 @@ def run_harness(h: StepHarness, event: dict[str, Any]) -> dict[str, Any]:
 def check_store(store_uri: str) -> Store:
     """This worker's store, if it is the workflow's (else a non-retryable failure)."""
     store = Store()
-    if store.root != Store(store_uri).root:
+    if store.uri != Store(store_uri).uri:
         raise ApplicationError(
-            f"this worker's store is {store.root} (LISA_STORE_URI), the workflow's {store_uri}",
+            f"this worker's store is {store.uri} (LISA_STORE_URI), the workflow's {store_uri}",
             type="store-mismatch",
             non_retryable=True,
         )

@@ -401,7 +401,7 @@ def main(
     run = OrchestratedRun.new(
         out,
         task_queue=(task_queue or settings.task_queue) if external else task_queue,
-        store_uri=Store().root.as_uri() if external else None,
+        store_uri=Store().uri if external else None,
         settings=settings,
     )
     ensure_server(run.address)

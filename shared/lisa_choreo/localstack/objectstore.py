@@ -1,0 +1,405 @@
+"""The object store of the local stack: SeaweedFS's S3 gateway, on loopback.
+
+Why SeaweedFS: an S3-compatible server under Apache-2.0 (MinIO's server is AGPL) that is one Go
+binary (``weed server`` runs its master, volume server, filer and S3 gateway in one process) and
+honours conditional puts (``If-None-Match: *``), which the store's write-once guarantee needs.
+
+Build: SeaweedFS is served by the Go module proxy only as a pseudo-version, and ``go install
+pkg@version`` refuses its module because its ``go.mod`` has a ``replace`` directive. So the stack
+writes a two-file wrapper module under ``$LISA_CHOREO_HOME/seaweedfs/build`` (a ``go.mod`` that
+requires the pinned SeaweedFS and repeats that one ``replace``, a ``tools.go`` that imports the
+``weed`` command), resolves it (``go mod tidy``, checksums verified against the Go checksum
+database) and builds ``weed`` into ``$LISA_CHOREO_HOME/seaweedfs/bin`` once; a ``.version`` file
+names what was built, so a new pin rebuilds and later calls need no network. Cold (empty Go
+caches) that took 14 min on two cores shared with other jobs (2 min resolving and downloading
+modules, 12 min compiling, 380 CPU-seconds), ~3.5 min on an idle two-core machine, 41 s with warm
+Go caches; the binary is ~230 MB. Up in 3-4 s, ~145 MB resident.
+
+Run: like the Kafka and Temporal processes (``brokers.spawn_detached``): its own session, a pid
+file checked against ``/proc/<pid>/cmdline``, data, log, pid and credentials under
+``$LISA_CHOREO_HOME/stack/objectstore-<port>``. Every port is on 127.0.0.1 and derived from the
+S3 port ``P`` (default 8333): master ``P+1``, volume ``P+2``, filer ``P+3``, their gRPC ports
+``P+10001..P+10003`` and the S3 gateway's ``P+10000``. Credentials are generated once per state
+directory (random, mode 0600): ``s3.json`` for the server and ``credentials`` in the AWS shared
+file format for clients; ``service_env`` points clients at that file
+(``AWS_SHARED_CREDENTIALS_FILE``), so no secret is ever printed or passed on a command line.
+Only the S3 port checks them: the master, volume and filer ports (HTTP and gRPC) take anyone who
+can reach them, which is why everything binds to 127.0.0.1 (``-ip.bind``); its anonymous usage
+report is turned off (``-master.telemetry=false``), so nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import string
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from choreo.settings import home
+from lisa_choreo.localstack.brokers import (
+    StackError,
+    _tail,
+    managed_pid,
+    spawn_detached,
+    stop_managed,
+)
+
+MODULE = "github.com/seaweedfs/seaweedfs"
+VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
+"""SeaweedFS 4.53 (the proxy serves it as a pseudo-version only)."""
+COMMAND = f"{MODULE}/weed"
+GO_MOD = f"""module lisa-choreo.local/seaweedfs-build
+
+go 1.24
+
+require {MODULE} {VERSION}
+
+// SeaweedFS's own go.mod carries this replace; a wrapper module must repeat it.
+replace github.com/tyler-smith/go-bip39 => github.com/cosmos/go-bip39 v1.0.0
+"""
+TOOLS_GO = f"""//go:build tools
+
+// Package tools makes the weed command part of this module's build list.
+package tools
+
+import _ "{COMMAND}"
+"""
+DEFAULT_PORT = 8333
+DEFAULT_BUCKET = "lisa-choreo"
+DEFAULT_PREFIX = "store"
+REGION = "us-east-1"
+
+
+def bin_dir() -> Path:
+    return home() / "seaweedfs" / "bin"
+
+
+def binary_path() -> Path:
+    return bin_dir() / "weed"
+
+
+def _version_file() -> Path:
+    return bin_dir() / ".version"
+
+
+def cached_binary() -> Path | None:
+    """The built ``weed`` if this home holds the pinned version, else None (no build)."""
+    path = binary_path()
+    try:
+        built = _version_file().read_text().strip()
+    except OSError:
+        return None
+    return path if built == f"{MODULE}@{VERSION}" and os.access(path, os.X_OK) else None
+
+
+def _go(go: str, args: list[str], cwd: Path, what: str) -> None:
+    env = {**os.environ, "GOFLAGS": "-buildvcs=false -mod=mod"}
+    result = subprocess.run(
+        [go, *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
+        raise StackError(f"{what} failed: " + " | ".join(tail))
+
+
+def build(say=lambda text: None) -> Path:
+    """Build the pinned ``weed`` once from the wrapper module; later calls return the cache."""
+    cached = cached_binary()
+    if cached is not None:
+        return cached
+    go = shutil.which("go")
+    if go is None:
+        raise StackError(
+            "`go` not found on PATH: the object store (SeaweedFS) is built once from the Go "
+            f"module proxy ({MODULE}@{VERSION}; https://go.dev/doc/install)"
+        )
+    src = home() / "seaweedfs" / "build"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "go.mod").write_text(GO_MOD)
+    (src / "tools.go").write_text(TOOLS_GO)
+    (src / "go.sum").unlink(missing_ok=True)  # resolved again for the pin written above
+    bin_dir().mkdir(parents=True, exist_ok=True)
+    say(f"building SeaweedFS ({VERSION}) with go build (once, 4-15 min) into {bin_dir()}")
+    t0 = time.monotonic()
+    _go(go, ["mod", "tidy"], src, "resolving SeaweedFS's modules (go mod tidy)")
+    tmp = bin_dir() / "weed.partial"
+    _go(go, ["build", "-o", str(tmp), COMMAND], src, "building SeaweedFS (go build)")
+    tmp.replace(binary_path())
+    _version_file().write_text(f"{MODULE}@{VERSION}\n")
+    (bin_dir() / ".build-seconds").write_text(f"{time.monotonic() - t0:.1f}\n")
+    return binary_path()
+
+
+@dataclass(frozen=True)
+class ObjectStoreServer:
+    """One SeaweedFS server of the local stack, its S3 gateway on ``port``."""
+
+    port: int = DEFAULT_PORT
+
+    def __post_init__(self) -> None:
+        if not 1024 <= self.port <= 65535 - 10003:
+            raise StackError(f"object store port {self.port}: choose 1024..{65535 - 10003}")
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def state_dir(self) -> Path:
+        return home() / "stack" / f"objectstore-{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state_dir / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "weed.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "weed.pid"
+
+    @property
+    def server_config(self) -> Path:
+        """The S3 gateway's identities (holds the secret: mode 0600)."""
+        return self.state_dir / "s3.json"
+
+    @property
+    def credentials_file(self) -> Path:
+        """The clients' credentials, AWS shared-file format (mode 0600)."""
+        return self.state_dir / "credentials"
+
+    def command(self, binary: Path) -> list[str]:
+        p = self.port
+        return [
+            str(binary),
+            "server",
+            f"-dir={self.data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={p + 1}",
+            f"-master.port.grpc={p + 10001}",
+            f"-volume.port={p + 2}",
+            f"-volume.port.grpc={p + 10002}",
+            f"-filer.port={p + 3}",
+            f"-filer.port.grpc={p + 10003}",
+            "-master.volumeSizeLimitMB=1024",
+            "-volume.max=64",
+            "-s3",
+            f"-s3.port={p}",
+            f"-s3.port.grpc={p + 10000}",
+            "-s3.port.iceberg=0",  # on by default (8181, 9101): off, two servers never collide
+            "-s3.port.lance=0",
+            f"-s3.config={self.server_config}",
+            "-master.telemetry=false",  # on by default: nothing leaves the machine
+            # A lone master rebuilds its topology from the volume server's heartbeat in ~1 s;
+            # resuming its raft state waited ~15 s for an election at every restart.
+            "-master.resumeState=false",
+            "-volume.preStopSeconds=0",  # by default the volume server idles 10 s on SIGTERM
+        ]
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def ensure_credentials(server: ObjectStoreServer) -> Path:
+    """One access key per state directory, made once: the server's ``s3.json`` and the
+    clients' ``credentials`` file (both 0600). Returns the clients' file."""
+    server.state_dir.mkdir(parents=True, exist_ok=True)
+    if server.credentials_file.exists() and server.server_config.exists():
+        return server.credentials_file
+    alphabet = string.ascii_uppercase + string.digits
+    key_id = "LISA" + "".join(secrets.choice(alphabet) for _ in range(16))
+    secret = secrets.token_urlsafe(30)
+    identity = {
+        "name": "lisa-choreo",
+        "credentials": [{"accessKey": key_id, "secretKey": secret}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
+    _write_private(server.server_config, json.dumps({"identities": [identity]}, indent=2) + "\n")
+    _write_private(
+        server.credentials_file,
+        f"[default]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n",
+    )
+    return server.credentials_file
+
+
+def _credentials(server: ObjectStoreServer) -> tuple[str, str]:
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read(server.credentials_file)
+    section = parser["default"]
+    return section["aws_access_key_id"], section["aws_secret_access_key"]
+
+
+def client(server: ObjectStoreServer, attempts: int = 3) -> Any:
+    """A boto3 client on this server with its generated credentials (for the stack itself:
+    bucket creation, readiness, tests)."""
+    import boto3
+    from botocore.config import Config
+
+    key_id, secret = _credentials(server)
+    config = Config(
+        region_name=REGION,
+        connect_timeout=2,
+        read_timeout=30,
+        retries={"mode": "standard", "max_attempts": attempts},
+        s3={"addressing_style": "path"},
+    )
+    session = boto3.session.Session(aws_access_key_id=key_id, aws_secret_access_key=secret)
+    return session.client("s3", endpoint_url=server.endpoint, config=config)
+
+
+def store_uri(bucket: str = DEFAULT_BUCKET, prefix: str = DEFAULT_PREFIX) -> str:
+    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+
+
+def service_env(
+    server: ObjectStoreServer, bucket: str = DEFAULT_BUCKET, prefix: str = DEFAULT_PREFIX
+) -> dict[str, str]:
+    """What a service needs to use this server as its claim-check store: the credentials as a
+    file reference, never their value."""
+    return {
+        "LISA_STORE_URI": store_uri(bucket, prefix),
+        "AWS_ENDPOINT_URL_S3": server.endpoint,
+        "AWS_SHARED_CREDENTIALS_FILE": str(server.credentials_file),
+        "AWS_REGION": REGION,
+    }
+
+
+def probe(server: ObjectStoreServer) -> bool:
+    """True if the S3 gateway answers an authenticated request (its filer is up too)."""
+    if not server.credentials_file.exists():
+        return False
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        client(server, attempts=1).list_buckets()
+    except (BotoCoreError, ClientError):
+        return False
+    return True
+
+
+def ensure_bucket(server: ObjectStoreServer, bucket: str = DEFAULT_BUCKET) -> bool:
+    """Create ``bucket`` unless it exists, then write and delete one object in it: SeaweedFS
+    allocates a bucket's volumes on its first write (~5 s here), which is better paid now than
+    by a service's first put. True if created here."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    s3 = client(server)
+    created = True
+    try:
+        s3.create_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in (
+            "BucketAlreadyOwnedByYou",
+            "BucketAlreadyExists",
+        ):
+            raise StackError(
+                f"creating bucket {bucket!r} on {server.endpoint} failed: {exc}"
+            ) from exc
+        created = False
+    try:
+        s3.put_object(Bucket=bucket, Key=".lisa-choreo-ready", Body=b"")
+        s3.delete_object(Bucket=bucket, Key=".lisa-choreo-ready")
+    except (BotoCoreError, ClientError) as exc:
+        raise StackError(f"bucket {bucket!r} on {server.endpoint} is not writable: {exc}") from exc
+    return created
+
+
+@dataclass(frozen=True)
+class ObjectStoreStatus:
+    running: bool
+    ready: bool
+    pid: int | None
+    server: ObjectStoreServer
+
+    def describe(self) -> str:
+        s = self.server
+        if not self.running:
+            return "object store: stopped"
+        health = "ready" if self.ready else "running but its S3 API does not answer"
+        return (
+            f"object store: {health} on {s.endpoint} (SeaweedFS, pid {self.pid})\n"
+            f"  logs: {s.log_file}\n  data: {s.data_dir}\n  credentials: {s.credentials_file}"
+        )
+
+
+def _markers(server: ObjectStoreServer) -> tuple[str, ...]:
+    return ("server", str(server.data_dir))
+
+
+def running_pid(server: ObjectStoreServer) -> int | None:
+    return managed_pid(server.pid_file, *_markers(server))
+
+
+def status(server: ObjectStoreServer) -> ObjectStoreStatus:
+    pid = running_pid(server)
+    ready = pid is not None and probe(server)
+    return ObjectStoreStatus(running=pid is not None, ready=ready, pid=pid, server=server)
+
+
+def start(server: ObjectStoreServer, say=lambda text: None) -> None:
+    """Start the server without waiting (building ``weed`` first if this home has none)."""
+    binary = build(say)
+    ensure_credentials(server)
+    server.data_dir.mkdir(parents=True, exist_ok=True)
+    spawn_detached(server.command(binary), server.log_file, server.pid_file)
+
+
+def wait_ready(server: ObjectStoreServer, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not probe(server):
+        if running_pid(server) is None:
+            raise StackError(
+                f"the object store on {server.endpoint} exited during start-up; "
+                f"log tail: {_tail(server.log_file)}"
+            )
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"the object store on {server.endpoint} not ready after {timeout_s:.0f} s; "
+                f"see {server.log_file}"
+            )
+        time.sleep(0.2)
+
+
+def up(server: ObjectStoreServer, bucket: str = DEFAULT_BUCKET, say=lambda text: None) -> bool:
+    """Start (unless running), wait until ready, create the bucket. True if started here."""
+    started = False
+    if running_pid(server) is None:
+        start(server, say)
+        started = True
+    wait_ready(server)
+    ensure_bucket(server, bucket)
+    return started
+
+
+def stop(server: ObjectStoreServer, timeout_s: float = 8.0) -> bool:
+    """SIGTERM, SIGKILL at the deadline. The volume server syncs and closes its volumes within
+    a fraction of a second of SIGTERM; the filer then waits 15 s to flush its change log (not
+    the objects' metadata, which is in its LevelDB store) to volumes that are gone, and gives
+    up: 8 s is ample for the part that matters."""
+    return stop_managed(server.pid_file, _markers(server), timeout_s)
+
+
+def kill(server: ObjectStoreServer) -> int | None:
+    """SIGKILL, as a crash would (fault tests); the pid killed, or None if none ran."""
+    pid = running_pid(server)
+    if pid is None:
+        return None
+    os.kill(pid, signal.SIGKILL)
+    while running_pid(server) is not None:
+        time.sleep(0.05)
+    return pid
