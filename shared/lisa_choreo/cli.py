@@ -16,6 +16,7 @@ from lisa_choreo.commands import (
     demo,
     dlq,
     ingest,
+    manifests,
     orchestrate,
     plot,
     process,
@@ -52,6 +53,7 @@ COMMANDS = (
     acl,
     topology,
     schemas,
+    manifests,
 )
 
 
