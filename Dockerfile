@@ -6,6 +6,8 @@
 ARG BASE_IMAGE=python:3.12-slim
 
 FROM ${BASE_IMAGE} AS build
+# Names the build stage's image, so that a builder can prune it (the final image has no label).
+LABEL org.lisa-choreo.stage=build
 # PIP_NO_INDEX=1 with the wheels in the context's wheels/ folder: an offline build.
 ARG PIP_NO_INDEX=0
 ENV PIP_NO_INDEX=${PIP_NO_INDEX} PIP_FIND_LINKS=/src/wheels \

@@ -167,52 +167,63 @@ def _dependency_key() -> str:
 
 
 def wheelhouse(say=lambda text: None) -> Path:
-    """The project's wheel and its dependencies' wheels for CPython 3.11 (manylinux), cached by
-    the pyproject's hash; the project wheel is rebuilt every call (the sources change)."""
-    target = home() / "images" / f"wheels-{_dependency_key()}"
-    project = target / "project"
-    if project.exists():
-        shutil.rmtree(project)
-    project.mkdir(parents=True)
+    """The dependencies' wheels for CPython 3.11 (manylinux) and the build backend, cached by
+    the pyproject's hash (the image builds the project itself from its sources)."""
+    deps = home() / "images" / f"wheels-{_dependency_key()}"
+    if (deps / ".complete").exists():
+        return deps
+    say(f"fetching the dependencies' wheels for Python {PYTHON} into {deps} (once)")
+    deps.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip"]
-    _run(
-        [*pip, "wheel", "--no-deps", "--quiet", "--wheel-dir", str(project), str(ROOT)],
-        "building the project's wheel",
-    )
-    (wheel,) = project.glob("lisa_choreo-*.whl")
-    deps = target / "deps"
-    if not (deps / ".complete").exists():
-        say(f"fetching the dependencies' wheels for Python {PYTHON} into {deps} (once)")
-        deps.mkdir(parents=True, exist_ok=True)
-        platforms = [a for p in PLATFORMS for a in ("--platform", p)]
+    with tempfile.TemporaryDirectory() as project:
+        # The project's wheel only for its metadata: the requirements as pip resolves them.
         _run(
-            [
-                *pip,
-                "download",
-                "--quiet",
-                "--only-binary=:all:",
-                "--python-version",
-                PYTHON,
-                "--implementation",
-                "cp",
-                *platforms,
-                "--dest",
-                str(deps),
-                *requirements_for_target(wheel),
-                # The project's build backend, for an install from the sources.
-                "setuptools>=75",
-            ],
-            "downloading the wheels",
+            [*pip, "wheel", "--no-deps", "--quiet", "--wheel-dir", project, str(ROOT)],
+            "building the project's wheel",
         )
-        (deps / ".complete").write_text("")
-    return target
+        (wheel,) = Path(project).glob("lisa_choreo-*.whl")
+        requirements = requirements_for_target(wheel)
+    platforms = [a for p in PLATFORMS for a in ("--platform", p)]
+    _run(
+        [
+            *pip,
+            "download",
+            "--quiet",
+            "--only-binary=:all:",
+            "--python-version",
+            PYTHON,
+            "--implementation",
+            "cp",
+            *platforms,
+            "--dest",
+            str(deps),
+            *requirements,
+            # The project's build backend, for the install from the sources.
+            "setuptools>=75",
+        ],
+        "downloading the wheels",
+    )
+    (deps / ".complete").write_text("")
+    return deps
 
 
-def _digest(paths: list[Path], extra: str) -> str:
-    h = hashlib.sha256(extra.encode())
-    for path in sorted(paths, key=lambda p: p.name):
-        h.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-    return h.hexdigest()[:16]
+def content_tag(base_id: str, wheels: list[Path]) -> str:
+    """``IMAGE_REPO:<hash>`` of what goes into the image: the Dockerfile, the pyproject, every
+    source file (path and bytes), the wheels' names (a wheel's name carries its version and
+    tags; the wheelhouse is never changed once complete) and the base image's id."""
+    h = hashlib.sha256(base_id.encode())
+    for name in sorted(p.name for p in wheels):
+        h.update(name.encode() + b"\n")
+    sources = [ROOT / "Dockerfile", ROOT / "pyproject.toml", ROOT / "README.md"]
+    for d in ("shared", "services"):
+        sources += [
+            p
+            for p in (ROOT / d).rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+        ]
+    for path in sorted(sources):
+        h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return f"{IMAGE_REPO}:{h.hexdigest()[:16]}"
 
 
 def build_image(say=lambda text: None) -> str:
@@ -220,22 +231,9 @@ def build_image(say=lambda text: None) -> str:
     if not podman_available():
         raise StackError("podman not found (apt-get install -y podman runc)")
     base = base_image(say)
-    wheels = wheelhouse(say)
-    files = sorted(p for p in wheels.rglob("*.whl"))
+    files = sorted(wheelhouse(say).glob("*.whl"))
     dockerfile = ROOT / "Dockerfile"
-    # The project wheel's bytes carry timestamps; its name and the sources it came from do not:
-    # hash the sources the wheel is made of instead.
-    sources = [
-        p
-        for d in ("shared", "services")
-        for p in (ROOT / d).rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
-    ]
-    deps = [p for p in files if p.parent.name == "deps"]
-    tag = f"{IMAGE_REPO}:" + _digest(
-        [dockerfile, ROOT / "pyproject.toml", *deps, *sources],
-        image_id(base) + "".join(str(p.relative_to(ROOT)) for p in sorted(sources)),
-    )
+    tag = content_tag(image_id(base), files)
     if image_exists(tag):
         return tag
     say(f"building {tag} with podman (offline, from {base})")
@@ -273,4 +271,23 @@ def build_image(say=lambda text: None) -> str:
             "podman build",
         )
         (work / "last-build-seconds").write_text(f"{time.monotonic() - t0:.1f}\n")
+    prune(keep=tag)
     return tag
+
+
+def prune(keep: str) -> None:
+    """Remove the older ``IMAGE_REPO`` tags and the build stages' images (each ~0.6 GB)."""
+    listed = subprocess.run(
+        ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPO],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    old = [ref for ref in listed if ref != keep and ref.startswith(IMAGE_REPO + ":")]
+    if old:
+        subprocess.run(["podman", "rmi", "--force", *old], capture_output=True, check=False)
+    subprocess.run(
+        ["podman", "image", "prune", "--force", "--filter", "label=org.lisa-choreo.stage=build"],
+        capture_output=True,
+        check=False,
+    )
