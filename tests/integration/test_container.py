@@ -177,8 +177,11 @@ def _estimates(settings: KafkaSettings) -> list:
 
 
 def test_the_step_services_run_as_containers_end_to_end(services: Services, pod: Pod):
+    # The catalogue, stateful, as a plain process on the same store: the end of the chain.
+    catalog = services.start("catalog", wait=False)
     for service in STEPS:
         pod.run(service)
+    catalog.wait_ready(120)
     for service in STEPS:
         wait_until(lambda s=service: pod.ready(s), 120, f"{service} container ready")
         assert pod.health(service, "livez") == 200
@@ -222,6 +225,12 @@ def test_the_step_services_run_as_containers_end_to_end(services: Services, pod:
             if line.get("event") == "processed"
         }
         assert segments <= processed, (service, processed)
+
+    def stacked() -> set[str]:
+        lines = map(_json, catalog.log_path.read_text(errors="replace").splitlines())
+        return {line.get("segment_id") for line in lines if line.get("event") == "segment stacked"}
+
+    wait_until(lambda: segments <= stacked(), 60, "every segment stacked by the catalogue")
 
 
 def _json(line: str) -> dict:
