@@ -291,3 +291,7 @@ def prune(keep: str) -> None:
         capture_output=True,
         check=False,
     )
+
+
+if __name__ == "__main__":  # python -m lisa_choreo.localstack.containers: build, print the tag
+    print(build_image(lambda text: print(text, file=sys.stderr)))
