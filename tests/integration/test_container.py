@@ -4,9 +4,11 @@ broker, a file store bind-mounted, segments processed end to end.
 The image is built from the repository's Dockerfile on a Debian bookworm made here
 (``lisa_choreo.localstack.containers``: debootstrap, offline wheels, ``podman build --network
 none``), cached by a content-hash tag, so a second run builds nothing. Containers run with the
-``runc`` runtime, explicit ulimits and the host's network (the broker is on loopback); the store
-and the inbox are the test's folders, mounted at the same path so that the claim checks' URIs
-mean the same inside and out. Every container is removed at the end, whatever happened.
+``runc`` runtime, explicit ulimits and the host's network (the broker is on loopback), as the
+chart's pods do (non-root, read-only root file system, no capability); the store and the inbox
+are the test's folders, mounted at the same path so that the claim checks' URIs mean the same
+inside and out; the catalogue (stateful) runs as a plain process on that store. Every container
+is removed at the end, whatever happened.
 """
 
 from __future__ import annotations
@@ -57,9 +59,11 @@ class Pod:
         self.names: dict[str, str] = {}
         self.ports: dict[str, int] = {}
 
-    def run(self, service: str) -> str:
+    def run(self, service: str, home: Path) -> str:
         name = f"lisa-{service}-{self.label.rsplit('=', 1)[1]}"
         port = free_port()
+        home.mkdir()
+        home.chmod(0o777)
         env = {**self.env, "LISA_HEALTH_PORT": str(port), "LISA_HEALTH_HOST": "127.0.0.1"}
         cmd = [
             *self.podman,
@@ -74,6 +78,15 @@ class Pod:
             # The test asks /readyz itself; podman's timer for HEALTHCHECK needs systemd.
             "--no-healthcheck",
             *self.ulimits,
+            # What the chart's securityContext asks (deploy/k8s): a read-only root, no
+            # capability, no privilege gain; $LISA_CHOREO_HOME is the one writable folder.
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--volume",
+            f"{home}:/var/lib/lisa-choreo",
             *[a for k, v in env.items() for a in ("--env", f"{k}={v}")],
             *[a for m in self.mounts for a in ("--volume", f"{m}:{m}")],
             self.image,
@@ -180,7 +193,7 @@ def test_the_step_services_run_as_containers_end_to_end(services: Services, pod:
     # The catalogue, stateful, as a plain process on the same store: the end of the chain.
     catalog = services.start("catalog", wait=False)
     for service in STEPS:
-        pod.run(service)
+        pod.run(service, services.workdir / f"home-{service}")
     catalog.wait_ready(120)
     for service in STEPS:
         wait_until(lambda s=service: pod.ready(s), 120, f"{service} container ready")

@@ -9,7 +9,6 @@ proves it can fail, on a broken copy.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ def _tool(name: str) -> Path:
     from lisa_choreo.localstack import tools
 
     tool = tools.TOOLS[name]
-    if tools.cached(tool) is None and shutil.which("go") is None:
+    if tools.cached(tool) is None and tools.go_binary() is None:
         pytest.skip(f"no {name} in $LISA_CHOREO_HOME/tools/bin and no `go` to build it")
     return tools.build(tool)
 

@@ -55,14 +55,18 @@ def cached(tool: GoTool) -> Path | None:
     return path if built == tool.pin and os.access(path, os.X_OK) else None
 
 
+def go_binary() -> str | None:
+    """``go`` on PATH, else the official tarball's place (/usr/local/go/bin)."""
+    default = Path("/usr/local/go/bin/go")
+    return shutil.which("go") or (str(default) if os.access(default, os.X_OK) else None)
+
+
 def build(tool: GoTool, say=lambda text: None) -> Path:
     """``go install`` the pinned tool into ``bin_dir()`` once; later calls return the cache."""
     path = cached(tool)
     if path is not None:
         return path
-    go = shutil.which("go") or (
-        "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
-    )
+    go = go_binary()
     if go is None:
         raise StackError(
             f"`go` not found on PATH: {tool.name} is built once with go install {tool.pin}"
