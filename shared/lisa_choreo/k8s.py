@@ -99,6 +99,23 @@ def raw(expr: str) -> str:
     return f"{_RAW}{expr}{_RAW}"
 
 
+_OPTIONAL = "@@OPTIONAL@@"
+
+
+def optional(key: str) -> str:
+    """A mapping key rendered only when its value (a ``{{ .Values.x }}``) is not empty: an
+    empty ``AWS_ENDPOINT_URL`` is not the same as none."""
+    return _OPTIONAL + key
+
+
+def _optional_lines(match: re.Match) -> str:
+    indent, key, value = match.group(1), match.group(2), match.group(3)
+    return (
+        f"{indent}{{{{- with {value} }}}}\n{indent}{key}: {{{{ . | quote }}}}\n"
+        f"{indent}{{{{- end }}}}"
+    )
+
+
 def _labels(component: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": CHART,
@@ -118,6 +135,14 @@ def dump(docs: list[dict], condition: str | None = None) -> str:
         yaml.safe_dump(d, sort_keys=False, default_flow_style=False, width=1000) for d in docs
     )
     body = re.sub(rf"'{_RAW}(.*?){_RAW}'", r"\1", body)
+    body = re.sub(
+        rf"^( *)'{_OPTIONAL}([A-Za-z0-9_.-]+)': '\{{\{{ (\.Values\.[A-Za-z0-9_.]+) \}}\}}'$",
+        _optional_lines,
+        body,
+        flags=re.M,
+    )
+    if _OPTIONAL in body:
+        raise ValueError("an optional key's value must be one {{ .Values.x }}")
     if _RAW in body:
         raise ValueError("a raw Helm expression was not a whole scalar")
     if condition:
@@ -214,13 +239,13 @@ def config_map() -> dict:
             "LISA_KAFKA_SASL_PASSWORD_FILE": f"{KAFKA_SECRETS}/password",
             "LISA_KAFKA_TOPIC_PREFIX": PREFIX,
             "LISA_STORE_URI": "{{ .Values.objectStore.uri }}",
-            "AWS_ENDPOINT_URL": "{{ .Values.objectStore.endpoint }}",
+            optional("AWS_ENDPOINT_URL"): "{{ .Values.objectStore.endpoint }}",
             "AWS_REGION": "{{ .Values.objectStore.region }}",
             "LISA_HEALTH_PORT": str(HEALTH_PORT),
             "LISA_HEALTH_HOST": "0.0.0.0",
             "LISA_CHOREO_HOME": HOME,
             "OTEL_TRACES_EXPORTER": "{{ .Values.tracing.exporter }}",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": "{{ .Values.tracing.otlpEndpoint }}",
+            optional("OTEL_EXPORTER_OTLP_ENDPOINT"): "{{ .Values.tracing.otlpEndpoint }}",
         },
     }
 

@@ -134,3 +134,9 @@ def test_values_change_what_is_rendered(helm: Path):
     topics = [d for d in docs if d["kind"] == "KafkaTopic"]
     assert all(t["spec"]["topicName"].startswith("prod.lisa.") for t in topics)
     assert {t["spec"]["replicas"] for t in topics} == {5}
+    # An empty endpoint is left out (an empty AWS_ENDPOINT_URL is not "the default").
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert "AWS_ENDPOINT_URL" not in config["data"]
+    custom = _render(helm, "objectStore.endpoint=http://s3.internal:8333")
+    (config,) = [d for d in yaml.safe_load_all(custom) if d and d["kind"] == "ConfigMap"]
+    assert config["data"]["AWS_ENDPOINT_URL"] == "http://s3.internal:8333"

@@ -26,7 +26,7 @@ def test_the_committed_chart_is_what_the_declarations_give():
 def _docs(name: str) -> list[dict]:
     """A template's documents, with the Helm conditionals stripped (they are whole lines)."""
     text = k8s.chart(TOPO)[f"templates/{name}.yaml"]
-    body = "\n".join(line for line in text.splitlines() if not line.startswith("{{-"))
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("{{-"))
     body = re.sub(r": (\{\{[^'\n]*\}\})$", r": '\1'", body, flags=re.M)  # unquoted numbers
     return [d for d in yaml.safe_load_all(body) if d]
 
