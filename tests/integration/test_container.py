@@ -199,7 +199,18 @@ def test_the_step_services_run_as_containers_end_to_end(services: Services, pod:
         wait_until(lambda s=service: pod.ready(s), 120, f"{service} container ready")
         assert pod.health(service, "livez") == 200
 
-    # The image's promises, asked inside a running container: not root, bookworm's Python.
+    # The image's promises, asked inside a running container: not root, bookworm's Python, and
+    # its HEALTHCHECK command passes against the running service.
+    (inspected,) = json.loads(
+        subprocess.run(
+            ["podman", "image", "inspect", pod.image], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert inspected["Config"]["User"] == "10001:10001"
+    check = inspected["Healthcheck"]["Test"]
+    assert check[0] == "CMD"
+    assert "/readyz" in check[-1]
+    pod.exec("condition", *check[1:])  # raises on a non-zero exit
     assert pod.exec("condition", "id", "-u") == "10001"
     assert pod.exec("condition", "python3", "-c", "import sys; print(sys.version_info[:2])") == (
         "(3, 11)"
