@@ -276,7 +276,8 @@ def build_image(say=lambda text: None) -> str:
 
 
 def prune(keep: str) -> None:
-    """Remove the older ``IMAGE_REPO`` tags and the build stages' images (each ~0.6 GB)."""
+    """Remove the older ``IMAGE_REPO`` tags no container uses and the build stages' images
+    (each ~0.6 GB)."""
     listed = subprocess.run(
         ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPO],
         capture_output=True,
@@ -284,8 +285,8 @@ def prune(keep: str) -> None:
         check=False,
     ).stdout.split()
     old = [ref for ref in listed if ref != keep and ref.startswith(IMAGE_REPO + ":")]
-    if old:
-        subprocess.run(["podman", "rmi", "--force", *old], capture_output=True, check=False)
+    for ref in old:  # one by one, never forced: an image a container still uses stays
+        subprocess.run(["podman", "rmi", ref], capture_output=True, check=False)
     subprocess.run(
         ["podman", "image", "prune", "--force", "--filter", "label=org.lisa-choreo.stage=build"],
         capture_output=True,
