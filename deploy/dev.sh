@@ -52,6 +52,16 @@ ensure_test_tools() {
                 "answers on ${LISA_KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
         fi
     fi
+    # The container test builds the image from a debootstrapped Debian and runs it with podman
+    # on the runc runtime (crun refuses hybrid cgroups).
+    if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 \
+        || ! command -v debootstrap >/dev/null 2>&1; then
+        if ! apt_install podman runc debootstrap; then
+            say "podman, runc or debootstrap absent and not installable here: SKIPPED:" \
+                "tests/integration/test_container.py (install them with:" \
+                "sudo apt-get install podman runc debootstrap)"
+        fi
+    fi
     if ! command -v chromium >/dev/null 2>&1; then
         if ! apt_install chromium; then
             say "Chromium absent and not installable here (not root, no apt-get, or the install" \

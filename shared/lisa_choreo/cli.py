@@ -17,6 +17,7 @@ from lisa_choreo.commands import (
     demo,
     dlq,
     ingest,
+    manifests,
     orchestrate,
     plot,
     process,
@@ -54,6 +55,7 @@ COMMANDS = (
     acl,
     topology,
     schemas,
+    manifests,
 )
 
 
