@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from lisa_choreo.registry import SERVICE_MODULES
+from lisa_choreo.registry import OBSERVERS, SERVICE_MODULES
 
 ROOT = Path(__file__).parents[2]
 
@@ -17,7 +17,8 @@ def test_compose_runs_every_pipeline_service_with_kafka_and_tracing():
     assert services["jaeger"]["image"].startswith("jaegertracing/jaeger:2")
     runs = {s["command"][1] for s in services.values() if s.get("command", [""])[0] == "run"}
     pipeline = {n for n in SERVICE_MODULES if not n.startswith("toy")}
-    assert runs == pipeline
+    assert runs == pipeline | set(OBSERVERS)  # the flow monitor too, its view on loopback
+    assert services["flows"]["ports"] == ["127.0.0.1:8790:8790"]
     for name in runs:
         env = services[name]["environment"]
         assert env["LISA_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
