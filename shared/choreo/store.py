@@ -115,7 +115,8 @@ class OutsideStore(PermanentError):
         super().__init__("outside-store", f"reference refused: {why}")
 
 
-_NOTE = re.compile(r"^[a-z]{1,32}/[0-9a-f]{64}\.done$")
+_NOTE = re.compile(r"^[a-z]{1,32}/[0-9a-f]{64}(\.[A-Za-z0-9_]{1,32})?\.done$")
+"""``<kind>/<sha256>[.<label>].done``: a label (a cut's revision) of ingest's id characters."""
 
 
 class Store:

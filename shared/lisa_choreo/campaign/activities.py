@@ -22,6 +22,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from choreo import Envelope, derive_event_id
+from choreo.errors import PermanentError
 from choreo.settings import KafkaSettings
 from lisa_choreo.campaign.contract import (
     INGEST,
@@ -44,12 +45,16 @@ CATALOGUE_POLL_S = 1.0
 
 
 async def _heartbeating(work: Awaitable[T]) -> T:
-    """Await ``work`` while telling the server this worker is alive."""
+    """Await ``work`` while telling the server this worker is alive. A ``PermanentError`` (a
+    refused product, an output too large) is not retried: retrying cannot help."""
     task = asyncio.ensure_future(work)
     while True:
         done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_S)
         if done:
-            return task.result()
+            try:
+                return task.result()
+            except PermanentError as exc:
+                raise ApplicationError(str(exc), type=exc.reason, non_retryable=True) from exc
         activity.heartbeat()
 
 
@@ -164,8 +169,12 @@ async def release(inp: ReleaseInput) -> ReleaseOutput:
         envelope = Envelope.root(
             body, source="lisa-campaign", id=release_id, subject=release_id, key=release_id
         )
-        publisher.check_size(CATALOG_RELEASES, envelope)
-        delivered = await (await publisher.send(CATALOG_RELEASES, envelope))
+
+        async def send():
+            publisher.check_size(CATALOG_RELEASES, envelope)
+            return await (await publisher.send(CATALOG_RELEASES, envelope))
+
+        delivered = await _heartbeating(send())
     finally:
         await producer.stop()
     log.info("catalogue released", release=release_id, sources=len(catalogue))
