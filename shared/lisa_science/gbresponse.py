@@ -176,7 +176,7 @@ def tdi_bases(
     fdot: float,
     ecliptic_latitude: float,
     ecliptic_longitude: float,
-    carrier_hz: float = 0.0,
+    carrier_hz: float | NDArray[np.float64] = 0.0,
     generation: str = "2.0",
 ) -> NDArray[np.complex128]:
     """Complex slow amplitudes of A and E per unit polarisation amplitude.
