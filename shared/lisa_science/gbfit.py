@@ -148,12 +148,8 @@ class _Segment:
         bins = np.arange(lo, hi + 1)
         sum_w2 = float(np.sum(window**2))
         self.scale = np.sqrt(4 * dt / (np.array([seg.psd_a, seg.psd_e]) * sum_w2))
-        self.data = np.stack(
-            [
-                s * windowed_rfft(np.where(usable, x, 0.0), window)[lo : hi + 1]
-                for s, x in zip(self.scale, (a, e), strict=True)
-            ]
-        )  # (2, nb)
+        self.window, self.usable, self.band = window, usable, slice(lo, hi + 1)
+        self.data = self.bins(a, e)  # (2, nb)
         self.carrier = k_c / duration
         # the model gets the data's window and the fill taper next to gaps
         w_model = window * gap_weights(usable, FILL_TAPER_SAMPLES)
@@ -201,6 +197,15 @@ class SkyGrid:
             for i in order
         ]
 
+    def bins(self, a: NDArray[np.float64], e: NDArray[np.float64]) -> NDArray[np.complex128]:
+        """Normalised windowed DFT bins of A and E in the band: (2, nb)."""
+        return np.stack(
+            [
+                s * windowed_rfft(np.where(self.usable, x, 0.0), self.window)[self.band]
+                for s, x in zip(self.scale, (a, e), strict=True)
+            ]
+        )
+
 
 class CoherentProblem:
     """The data of one source over its segments and the profile likelihood over
@@ -235,8 +240,7 @@ class CoherentProblem:
         t_all = np.concatenate(nodes)
         self._geo = geometry(t_all)
         self._carrier = np.concatenate([np.full(s.t_nodes.size, s.carrier) for s in self.segments])
-        self.data = np.concatenate([s.data.ravel() for s in self.segments])  # complex
-        self._data_ri = np.concatenate([self.data.real, self.data.imag])
+        self._set_bins([s.data for s in self.segments])
         starts = [float(s.t_nodes[0]) for s in self.segments]
         stops = [float(s.t_nodes[-1]) for s in self.segments]
         self.t_mid = 0.5 * (min(starts) + max(stops))
@@ -245,6 +249,22 @@ class CoherentProblem:
         shapes = {seg.g.shape for seg in self.segments}
         self._g = np.stack([seg.g for seg in self.segments]) if len(shapes) == 1 else None
         self._scale = np.stack([seg.scale for seg in self.segments], axis=1)  # (channel, seg)
+
+    def _set_bins(self, bins: Sequence[NDArray[np.complex128]]) -> None:
+        self.data = np.concatenate([b.ravel() for b in bins])  # complex, segment-major
+        self._data_ri = np.concatenate([self.data.real, self.data.imag])
+
+    def set_data(self, channels: Sequence[tuple[NDArray[np.float64], NDArray[np.float64]]]) -> None:
+        """New A, E series for the same segments (same times, masks and PSDs): Monte Carlo
+        studies reuse the precomputed model maps."""
+        self._set_bins(
+            [seg.bins(a, e) for seg, (a, e) in zip(self.segments, channels, strict=True)]
+        )
+
+    def residuals(self, values: dict[str, float]) -> NDArray[np.float64]:
+        """Data minus model, real and imaginary parts stacked (unit variance on noise)."""
+        r = self.data - self.model(values)
+        return np.concatenate([r.real, r.imag])
 
     # -- model -------------------------------------------------------------------------------
 
