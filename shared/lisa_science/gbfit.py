@@ -169,6 +169,15 @@ class _Segment:
         self.g = 0.5 * np.exp(2j * np.pi * self.carrier * seg.t0) * g[:n_nodes]  # (nodes, nb)
         self.usable_samples = int(usable.sum())
 
+    def bins(self, a: NDArray[np.float64], e: NDArray[np.float64]) -> NDArray[np.complex128]:
+        """Normalised windowed DFT bins of A and E in the band: (2, nb)."""
+        return np.stack(
+            [
+                s * windowed_rfft(np.where(self.usable, x, 0.0), self.window)[self.band]
+                for s, x in zip(self.scale, (a, e), strict=True)
+            ]
+        )
+
 
 @dataclass(frozen=True)
 class SkyGrid:
@@ -196,15 +205,6 @@ class SkyGrid:
             np.array([self.frequency_offset[i], 0.0, math.sin(self.latitude[i]), self.longitude[i]])
             for i in order
         ]
-
-    def bins(self, a: NDArray[np.float64], e: NDArray[np.float64]) -> NDArray[np.complex128]:
-        """Normalised windowed DFT bins of A and E in the band: (2, nb)."""
-        return np.stack(
-            [
-                s * windowed_rfft(np.where(self.usable, x, 0.0), self.window)[self.band]
-                for s, x in zip(self.scale, (a, e), strict=True)
-            ]
-        )
 
 
 class CoherentProblem:
