@@ -11,8 +11,14 @@ in memory, reading the topic again only when a segment is missing. The index and
 fit of each source (an extra starting point) are caches: a restarted replica rebuilds them,
 and the result does not depend on them beyond the optimiser's start.
 
-Stateless otherwise, so run by the step runner; one output per input, keyed by source id, with
-a deterministic id (the runner's), so redeliveries repeat it. A demoted or retracted source
+Conflation: the catalogue publishes an update of every source after every segment, and a fit
+over all segments costs seconds, so an update that a later record of the same source already
+supersedes is skipped (the step reads the latest record id per source from ``lisa.catalog``,
+group-less, when an input is newer than what it last read). Live, with segments a day apart,
+every update is fitted; on a backlog (a 30-day file at once) only each source's last.
+
+Stateless otherwise, so run by the step runner; at most one output per input, keyed by source
+id, with a deterministic id (the runner's), so redeliveries repeat it. A demoted or retracted source
 gets no output: its last refined record stays, and the catalogue's readers show a source's
 refined parameters only while it is promoted.
 """
@@ -111,7 +117,41 @@ class SegmentIndex:
             )
 
 
+class LatestUpdates:
+    """The id of the latest ``lisa.catalog`` record of each source, from a group-less read of
+    the topic, refreshed when an input is newer than what it knows."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, str] = {}
+        self.seen: dict[str, set[str]] = {}
+
+    def is_latest(self, source_id: str, event_id: str) -> bool | None:
+        """True/False if known, None if this update is newer than the last read."""
+        if event_id not in self.seen.get(source_id, set()):
+            return None
+        return self.latest.get(source_id) == event_id
+
+    async def superseded(self, source_id: str, event_id: str, kafka: KafkaSettings) -> bool:
+        known = self.is_latest(source_id, event_id)
+        if known is None:
+            await self._read(kafka)
+            known = self.is_latest(source_id, event_id)
+        # not on the topic even now: compacted away, i.e. a later record of the source exists
+        return known is not True
+
+    async def _read(self, kafka: KafkaSettings) -> None:
+        async with TopicReader(kafka, [CATALOG]) as reader:
+            records = await reader.snapshot()
+        for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+            event_id = dict(record.headers or ()).get("ce_id", b"").decode(errors="replace")
+            source_id = (record.key or b"").decode(errors="replace")
+            if event_id and source_id:
+                self.seen.setdefault(source_id, set()).add(event_id)
+                self.latest[source_id] = event_id
+
+
 INDEX = SegmentIndex()
+LATEST = LatestUpdates()
 _SEGMENTS: OrderedDict[tuple[str, str], dict[str, np.ndarray]] = OrderedDict()
 _LAST_FIT: dict[str, dict[str, float]] = {}
 
@@ -202,6 +242,10 @@ async def refine_source(event: Envelope[CatalogSource]) -> list[Emit]:
     span = trace.get_current_span()
     span.set_attributes({"lisa.source_id": src.source_id, "lisa.source_status": src.status})
     if src.status != "promoted" or not src.contributing_segments:
+        return []
+    if await LATEST.superseded(src.source_id, event.id, KafkaSettings()):
+        span.set_attribute("lisa.superseded", True)  # conflated: the newer update is fitted
+        log.info("superseded update skipped", source_id=src.source_id, n_segments=src.n_segments)
         return []
     found = await INDEX.lookup(src.contributing_segments, KafkaSettings())
     missing = [i for i in src.contributing_segments if i not in found]
