@@ -147,6 +147,12 @@ class CatalogSource(Event):
     )
     # Physical parameters from lisa.sources.refined (the refine step), merged by the readers of
     # the catalogue (catalog.csv/h5, ``lisa-choreo catalog``); None until the source is refined.
+    source_frequency_hz: float | None = Field(
+        None,
+        description="refined GW frequency in the source frame at TCB t = 0 (the stack's "
+        "frequency_hz is the mean detector-frame one)",
+    )
+    sigma_source_frequency_hz: float | None = None
     frequency_derivative_hz_s: float | None = None
     sigma_frequency_derivative_hz_s: float | None = None
     ecliptic_latitude_rad: float | None = None
@@ -162,22 +168,30 @@ class CatalogSource(Event):
         """This record with the refined parameters of the same source (if any) filled in."""
         if refined is None or refined.source_id != self.source_id:
             return self
-        return self.model_copy(update={name: getattr(refined, name) for name in REFINED_FIELDS})
+        return self.model_copy(
+            update={
+                name: getattr(refined, REFINED_FIELDS.get(name, name)) for name in REFINED_FIELDS
+            }
+        )
 
 
-REFINED_FIELDS = (
-    "frequency_derivative_hz_s",
-    "sigma_frequency_derivative_hz_s",
-    "ecliptic_latitude_rad",
-    "sigma_ecliptic_latitude_rad",
-    "ecliptic_longitude_rad",
-    "sigma_ecliptic_longitude_rad",
-    "amplitude",
-    "sigma_amplitude",
-    "inclination_rad",
-    "sigma_inclination_rad",
-)
-"""The fields a catalogue record takes from the source's refinement (``lisa.sources.refined``)."""
+REFINED_FIELDS: dict[str, str] = {
+    name: name
+    for name in (
+        "frequency_derivative_hz_s",
+        "sigma_frequency_derivative_hz_s",
+        "ecliptic_latitude_rad",
+        "sigma_ecliptic_latitude_rad",
+        "ecliptic_longitude_rad",
+        "sigma_ecliptic_longitude_rad",
+        "amplitude",
+        "sigma_amplitude",
+        "inclination_rad",
+        "sigma_inclination_rad",
+    )
+} | {"source_frequency_hz": "frequency_hz", "sigma_source_frequency_hz": "sigma_frequency_hz"}
+"""The fields a catalogue record takes from the source's refinement (``lisa.sources.refined``):
+catalogue field -> refined field."""
 
 
 class SourceRefined(Event):

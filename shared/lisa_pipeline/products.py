@@ -23,6 +23,8 @@ COLUMNS = (
     "n_estimates",
     "mean_amplitude",
     # the refine step's physical parameters (lisa.sources.refined), empty until refined
+    "source_frequency_hz",
+    "sigma_source_frequency_hz",
     "frequency_derivative_hz_s",
     "sigma_frequency_derivative_hz_s",
     "ecliptic_latitude_rad",

@@ -209,9 +209,11 @@ class SkyGrid:
         w = np.exp(log_w - log_w.max())
         return w / w.sum()
 
-    def starts(self, keep: int = 2) -> list[NDArray[np.float64]]:
-        """The ``keep`` most probable points as scaled start vectors."""
-        order = np.argsort(-self.weights())[:keep]
+    def starts(self, keep: int = 2, ratio: float = 0.2) -> list[NDArray[np.float64]]:
+        """The most probable point and up to ``keep - 1`` more whose posterior weight is at
+        least ``ratio`` times its own, as scaled start vectors."""
+        weights = self.weights()
+        order = [i for i in np.argsort(-weights)[:keep] if weights[i] >= ratio * weights.max()]
         return [
             np.array([self.frequency_offset[i], 0.0, math.sin(self.latitude[i]), self.longitude[i]])
             for i in order
@@ -368,16 +370,22 @@ class CoherentProblem:
         params = self._unpack(x)
         return self.profile(*params)[0] + self._prior(params[1])
 
-    def search(self, f_halfwidth: float, n_sky: int = 128, f_step_bins: float = 0.25) -> SkyGrid:
+    def search(
+        self,
+        f_halfwidth: float,
+        n_sky: int = 128,
+        f_step_bins: float = 0.25,
+        f_center_bins: float = 0.0,
+    ) -> SkyGrid:
         """The profile likelihood on a Fibonacci sky grid: at each point the best frequency of
-        a scan over f_ref +- f_halfwidth (steps of f_step_bins / span, refined by a parabola
-        through the best three), fdot = 0, and the log-determinant of the amplitudes' normal
-        matrix (their Laplace volume)."""
+        a scan over f_ref + f_center_bins / span +- f_halfwidth (steps of f_step_bins / span,
+        refined by a parabola through the best three), fdot = 0, and the log-determinant of
+        the amplitudes' normal matrix (their Laplace volume)."""
         k = np.arange(n_sky) + 0.5
         sin_lat = 1 - 2 * k / n_sky
         lons = (math.pi * (1 + 5**0.5) * k) % (2 * math.pi)
         n_f = max(1, math.ceil(f_halfwidth * self.span / f_step_bins))
-        offsets = np.arange(-n_f, n_f + 1) * f_step_bins
+        offsets = f_center_bins + np.arange(-n_f, n_f + 1) * f_step_bins
         t_tcb = self._geo.t_tcb
         shifts = [np.exp(2j * np.pi * (df / self.span) * t_tcb) for df in offsets]
         chi2s, logdets, dfs = [], [], []
@@ -418,8 +426,8 @@ class CoherentProblem:
                 options={
                     "initial_simplex": simplex,
                     "maxiter": maxiter,
-                    "xatol": 1e-3,
-                    "fatol": 1e-3,
+                    "xatol": 1e-2,
+                    "fatol": 1e-2,
                 },
             )
             if best is None or out.fun < best.fun:
@@ -532,8 +540,10 @@ def refine(
     Args:
         segments: the source's conditioned segments.
         f_ref: frequency to start from (the catalogue's) [Hz].
-        f_halfwidth: frequency range of the search (default: one coherent bin plus the
-            largest orbital Doppler shift, 1.1e-4 f_ref).
+        f_halfwidth: how far from f_ref the source may be (e.g. 3 sigma of the catalogue's
+            frequency); at least one coherent bin plus the largest orbital Doppler shift,
+            1.1e-4 f_ref, which the sky grid scans at each point (a wider range is first
+            scanned coarsely on 8 sky points).
         start: a previous fit's values: an extra starting point.
         generation: TDI generation of the data.
         n_sky: points of the sky grid.
@@ -544,8 +554,14 @@ def refine(
     problem = CoherentProblem(
         segments, f_ref, generation=generation, half_band_bins=half_band_bins, fdot_sigma=prior
     )
-    width = f_halfwidth if f_halfwidth is not None else 1.0 / problem.span + 1.1e-4 * f_ref
-    grid = problem.search(width, n_sky=n_sky)
+    # Doppler (|v/c| < 1e-4) and a coherent bin: the f range to scan at every sky point
+    narrow = 1.0 / problem.span + 1.1e-4 * f_ref
+    width = max(f_halfwidth or 0.0, narrow)
+    center = 0.0
+    if width > 1.5 * narrow:  # locate f first on a few sky points, coarsely, then narrow down
+        coarse = problem.search(width, n_sky=8, f_step_bins=0.5)
+        center = float(coarse.frequency_offset[int(np.argmax(coarse.weights()))])
+    grid = problem.search(narrow, n_sky=n_sky, f_center_bins=center)
     starts = grid.starts(2)
     if start is not None:
         starts.append(problem.start_from(start))
