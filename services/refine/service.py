@@ -73,7 +73,7 @@ class RefineSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LISA_REFINE_")
 
     sky_points: int = Field(96, ge=8, description="sky grid of the search (equal areas)")
-    half_band_bins: int = Field(16, ge=2, description="DFT bins fitted either side of f")
+    half_band_bins: int = Field(4, ge=2, description="DFT bins fitted either side of f")
     tdi_generation: str = Field("2.0", description="TDI generation of the conditioned data")
     cache_segments: int = Field(256, ge=0, description="conditioned segments kept in memory")
 

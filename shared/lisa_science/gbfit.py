@@ -230,7 +230,7 @@ class CoherentProblem:
         f_ref: float,
         *,
         generation: str = "2.0",
-        half_band_bins: int = 16,
+        half_band_bins: int = 4,
         node_s: float = 600.0,
         tukey_alpha: float = 0.1,
         fdot_sigma: float | None = None,
@@ -521,7 +521,7 @@ def refine(
     start: dict[str, float] | None = None,
     generation: str = "2.0",
     n_sky: int = 128,
-    half_band_bins: int = 16,
+    half_band_bins: int = 4,
     fdot_sigma: float | str | None = "gr",
 ) -> RefinedFit:
     """Fit one source coherently over ``segments``: the maximum a posteriori parameters and
