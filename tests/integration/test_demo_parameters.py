@@ -62,6 +62,11 @@ def test_demo_sky_position_and_frequency_within_3_sigma(
     )
     f, sigma_f = float(row["source_frequency_hz"]), float(row["sigma_source_frequency_hz"])
     d_lon = (lon - truth.ecliptic_longitude + math.pi) % (2 * math.pi) - math.pi
+    print(
+        f"{name}: lat {lat:.3f} +- {sigma_lat:.3f} (true {truth.ecliptic_latitude:.3f}), "
+        f"lon {lon:.3f} +- {sigma_lon:.3f} (true {truth.ecliptic_longitude:.3f}), "
+        f"f {f:.10e} +- {sigma_f:.2e} (true {truth.f:.10e})"
+    )
     assert abs(lat - truth.ecliptic_latitude) < 3 * sigma_lat, (lat, sigma_lat)
     assert abs(d_lon) < 3 * sigma_lon, (lon, sigma_lon)
     assert abs(f - truth.f) < 3 * sigma_f, (f, sigma_f)
