@@ -71,7 +71,12 @@ from lisa_choreo.progress import (
     format_duration,
     task_bar,
 )
-from lisa_pipeline.events import CatalogSource, SegmentConditioned, SourceEstimates
+from lisa_pipeline.events import (
+    REFINED_FIELDS,
+    CatalogSource,
+    SegmentConditioned,
+    SourceEstimates,
+)
 from lisa_pipeline.stages import CONSUMERS, SOURCE_STEPS, STAGES
 from lisa_pipeline.topics import CATALOG, SOURCES_REFINED
 from lisa_science.ldc import LDCFormatError
@@ -639,6 +644,11 @@ def read_catalog_h5(path: Path) -> list[CatalogSource]:
                 n_segments=int(cols["n_segments"][i]),
                 n_estimates=int(cols["n_estimates"][i]),
                 mean_amplitude=None if np.isnan(amplitude) else amplitude,
+                **{  # the refine step's columns, where the product has them
+                    name: float(cols[name][i])
+                    for name in REFINED_FIELDS
+                    if name in cols and np.isfinite(cols[name][i])
+                },
             )
         )
     return out
