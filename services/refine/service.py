@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import structlog
+from aiokafka.errors import KafkaError
 from opentelemetry import trace
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -105,8 +106,8 @@ class SegmentIndex:
         try:
             async with TopicReader(kafka, [CANDIDATES_GB]) as reader:
                 records = await reader.snapshot()
-        except LookupError as exc:  # the topic is not there (yet): the world may heal
-            raise TransientError(str(exc)) from exc
+        except (LookupError, KafkaError) as exc:  # no topic yet, broker away: may heal
+            raise TransientError(f"segment lookup: {exc}") from exc
         for record in records:
             try:
                 data = codec.decode(record.key, record.value, record.headers, types).data
@@ -140,8 +141,11 @@ class LatestUpdates:
         return known is not True
 
     async def _read(self, kafka: KafkaSettings) -> None:
-        async with TopicReader(kafka, [CATALOG]) as reader:
-            records = await reader.snapshot()
+        try:
+            async with TopicReader(kafka, [CATALOG]) as reader:
+                records = await reader.snapshot()
+        except (LookupError, KafkaError) as exc:
+            raise TransientError(f"catalogue lookup: {exc}") from exc
         for record in sorted(records, key=lambda r: (r.partition, r.offset)):
             event_id = dict(record.headers or ()).get("ce_id", b"").decode(errors="replace")
             source_id = (record.key or b"").decode(errors="replace")
