@@ -34,6 +34,13 @@ input is keyed by segment and the stack is global over segments of one frequency
    flow (the traceparent the state kept for it); a segment refused because it was retracted
    first links to the retraction's trace.
 
+A fourth agent, ``refined``, reads ``lisa.sources.refined`` (the refine step's physical
+parameters, keyed by source id) and rewrites the products with them: ``catalog.csv``/``.h5`` gain
+fdot, sky position, amplitude and inclination with their sigmas for each refined source. It keeps
+no table: the compacted topic is the state, read whole (group-less) when the worker starts, then
+followed. Refining feeds nothing back into the stack or the promotion, so no cycle: the catalogue
+publishes no update for a refined record.
+
 Pause and resume (``lisa.control``, ``choreo.control``): every agent passes a gate
 (``asyncio.Event``) before taking its next event, closed while the latest command for
 ``catalog`` says ``paused`` and until the control topic was read at start; and the partitions of
@@ -78,12 +85,19 @@ from choreo.logs import configure_logging
 from choreo.metrics import configure_metrics, observe_paused
 from choreo.processing import failure_of, retry_policy
 from choreo.publisher import Publisher, default_client_id, make_producer, record_size
+from choreo.reader import TopicReader
 from choreo.retry import retry
 from choreo.runner import instance_id, leave_group, mark_left
 from choreo.settings import KafkaSettings, StepSettings
 from choreo.store import ArrayRef, Store
-from lisa_pipeline.events import CatalogSource, SegmentRetracted, SourceEstimates, StepControl
-from lisa_pipeline.topics import CATALOG, CONTROL, RETRACTIONS, SOURCES_ESTIMATES
+from lisa_pipeline.events import (
+    CatalogSource,
+    SegmentRetracted,
+    SourceEstimates,
+    SourceRefined,
+    StepControl,
+)
+from lisa_pipeline.topics import CATALOG, CONTROL, RETRACTIONS, SOURCES_ESTIMATES, SOURCES_REFINED
 from lisa_services.catalog.products import write_products
 from lisa_services.catalog.routing import forward_headers, original_record
 from lisa_services.catalog.settings import CatalogSettings
@@ -108,6 +122,7 @@ step = Step(
     consumes=[
         Consumes(SOURCES_ESTIMATES, SourceEstimates),
         Consumes(RETRACTIONS, SegmentRetracted),
+        Consumes(SOURCES_REFINED, SourceRefined),
     ],
     produces=[Produces(CATALOG, CatalogSource)],
     description="stacks segment statistics per frequency bin, promotes and names sources, "
@@ -120,6 +135,7 @@ log = structlog.get_logger(__name__)
 _tracer = trace.get_tracer("choreo")
 _TYPES = {SourceEstimates.ce_type: SourceEstimates}
 _RETRACTION_TYPES = {SegmentRetracted.ce_type: SegmentRetracted}
+_REFINED_TYPES = {SourceRefined.ce_type: SourceRefined}
 
 
 def _exit_uncommitted(exc: BaseException) -> NoReturn:
@@ -208,6 +224,13 @@ class Catalog:
         )
         self.app.agent(self.source_topic, name=f"{self.app_id}.route")(self._route)
         self.app.agent(self.retraction_topic, name=f"{self.app_id}.retract")(self._broadcast)
+        # agent 4: the refine step's physical parameters, merged into the products (no table:
+        # the compacted topic is the state, read whole at start, see ``_read_refined``)
+        self.refined_topic = self.app.topic(
+            self.kafka.topic(SOURCES_REFINED), key_serializer="raw", value_serializer="raw"
+        )
+        self.app.agent(self.refined_topic, name=f"{self.app_id}.refined")(self._refine)
+        self.refined: dict[str, SourceRefined] = {}
         self.app.agent(self.by_grid, name=f"{self.app_id}.stack")(self._stack)
         self.app.on_before_shutdown.connect(self._close)
         self.app.on_partitions_assigned.connect(self._assigned)
@@ -246,6 +269,7 @@ class Catalog:
     async def started(self) -> None:
         """Called once the table is recovered from its changelog (see ``_Worker``)."""
         await self._outputs()
+        await self._read_refined()
         grids = {key: len(stack.segments) for key, stack in self._grids()}
         if grids:
             await self._write_products()
@@ -332,6 +356,7 @@ class Catalog:
             self.source_topic.get_topic_name(),
             self.retraction_topic.get_topic_name(),
             self.by_grid.get_topic_name(),
+            self.refined_topic.get_topic_name(),
         }
         try:
             assignment = self.app.consumer.assignment()
@@ -414,6 +439,37 @@ class Catalog:
                     key=key.encode(), value=message.value, headers=headers, force=True
                 )
             await delivery  # acknowledged before faust may commit the input's offset
+
+    # -- agent 4: refined parameters into the products ----------------------------------------
+
+    async def _read_refined(self) -> None:
+        """The latest refined record of every source (a compacted topic, read group-less)."""
+        try:
+            async with TopicReader(self.kafka, [SOURCES_REFINED]) as reader:
+                records = await reader.snapshot()
+        except LookupError:
+            return
+        for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+            try:
+                data = codec.decode(record.key, record.value, record.headers, _REFINED_TYPES).data
+            except PermanentError:
+                continue  # the agent dead-letters it when it comes
+            self.refined[data.source_id] = data
+
+    async def _refine(self, stream: faust.StreamT) -> None:
+        await self._consume(stream, self._refine_one)
+
+    async def _refine_one(self, message: Any) -> None:
+        with self._consumer_span(message) as span:
+            try:
+                envelope = codec.decode(message.key, message.value, message.headers, _REFINED_TYPES)
+            except PermanentError as exc:
+                await self._dead_letter(message, exc, span)
+                return
+            tracing.describe_event(span, envelope)
+            span.set_attribute("lisa.source_id", envelope.data.source_id)
+            self.refined[envelope.data.source_id] = envelope.data
+            await self._write_products()
 
     # -- agent 2: each retraction to every partition of the by-grid hop ----------------------
 
@@ -688,7 +744,7 @@ class Catalog:
         """Rewrite catalog.csv / catalog.h5 from every grid this worker owns: the promoted
         sources (demoted and retracted ones are on ``lisa.catalog`` with their status)."""
         bodies = [
-            body
+            body.with_refined(self.refined.get(body.source_id))
             for _, stack in self._grids()
             for body in stack.catalogue(self.settings.association_bins)
             if body.status == PROMOTED

@@ -23,8 +23,8 @@ from choreo import codec
 from choreo.errors import DecodeError
 from choreo.reader import TopicReader
 from choreo.settings import KafkaSettings
-from lisa_pipeline.events import CatalogSource
-from lisa_pipeline.topics import CATALOG
+from lisa_pipeline.events import CatalogSource, SourceRefined
+from lisa_pipeline.topics import CATALOG, SOURCES_REFINED
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +58,7 @@ async def read_catalogue(settings: KafkaSettings | None = None) -> Catalogue:
     settings = settings or KafkaSettings()
     async with TopicReader(settings, [CATALOG]) as reader:
         records = await reader.snapshot()
+    refined = await read_refined(settings)
     latest: dict[bytes | None, Any] = {}
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
         latest[record.key] = record
@@ -73,7 +74,58 @@ async def read_catalogue(settings: KafkaSettings | None = None) -> Catalogue:
             )
         except DecodeError as exc:
             log.warning("unreadable catalogue record skipped", reason=exc.reason)
-    return split_by_status(out)
+    return split_by_status([s.with_refined(refined.get(s.source_id)) for s in out])
+
+
+async def read_refined(settings: KafkaSettings) -> dict[str, SourceRefined]:
+    """The latest refined parameters per source id (``lisa.sources.refined``, compacted); none
+    if the topic does not exist (a deployment without the refine step)."""
+    try:
+        async with TopicReader(settings, [SOURCES_REFINED]) as reader:
+            records = await reader.snapshot()
+    except LookupError:
+        return {}
+    out: dict[str, SourceRefined] = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        if record.value is None:
+            continue
+        try:
+            data = codec.decode(
+                record.key, record.value, record.headers, {SourceRefined.ce_type: SourceRefined}
+            ).data
+        except DecodeError as exc:
+            log.warning("unreadable refined record skipped", reason=exc.reason)
+            continue
+        out[data.source_id] = data
+    return out
+
+
+def _angle(value: float | None, sigma: float | None) -> str:
+    if value is None:
+        return f"{'-':>15}"
+    return f"{value:7.3f}+-{sigma:<6.3f}" if sigma is not None else f"{value:7.3f}{'':8}"
+
+
+def format_refined(sources: Sequence[CatalogSource]) -> str:
+    """The refined physical parameters of the catalogue's sources (``lisa-choreo catalog``,
+    the main job): fdot, ecliptic latitude/longitude, amplitude and inclination with 1 sigma."""
+    refined = [s for s in sources if s.ecliptic_latitude_rad is not None]
+    if not refined:
+        return "no refined parameters (yet)"
+    lines = [
+        f"{'source':<16} {'fdot (Hz/s)':>20} {'ecl. lat (rad)':>15} {'ecl. lon (rad)':>15} "
+        f"{'amplitude':>20} {'incl. (rad)':>15}"
+    ]
+    for s in refined:
+        fdot = f"{s.frequency_derivative_hz_s:9.2e}+-{s.sigma_frequency_derivative_hz_s or 0:.1e}"
+        amp = f"{s.amplitude:9.2e}+-{s.sigma_amplitude or 0:.1e}"
+        lat = _angle(s.ecliptic_latitude_rad, s.sigma_ecliptic_latitude_rad)
+        lines.append(
+            f"{s.source_id:<16} {fdot:>20} {lat} "
+            f"{_angle(s.ecliptic_longitude_rad, s.sigma_ecliptic_longitude_rad)} {amp:>20} "
+            f"{_angle(s.inclination_rad, s.sigma_inclination_rad)}"
+        )
+    return "\n".join(lines)
 
 
 def _row(s: CatalogSource) -> str:

@@ -11,6 +11,7 @@ store and products, so runs never mix.
 from __future__ import annotations
 
 import csv
+import math
 import time
 from importlib import resources
 
@@ -84,3 +85,31 @@ def _compare(catalogue: list, truth: list[dict], days: int) -> None:
         )
     extra = [c for c in catalogue if all(abs(c.frequency_hz - s["f"]) > bin_hz for s in truth)]
     print(f"   catalogued sources not injected: {len(extra)}")
+    _compare_refined(catalogue, truth, bin_hz)
+
+
+def _compare_refined(catalogue: list, truth: list[dict], bin_hz: float) -> None:
+    """The refined sky positions beside the injected (published) ones, in sigmas."""
+    rows = []
+    for src in truth:
+        match = min(catalogue, key=lambda c: abs(c.frequency_hz - src["f"]), default=None)
+        if match is None or abs(match.frequency_hz - src["f"]) > bin_hz:
+            continue
+        lat, lon = match.ecliptic_latitude_rad, match.ecliptic_longitude_rad
+        if lat is None or lon is None or match.sigma_ecliptic_latitude_rad is None:
+            continue
+        true_lat, true_lon = src["ecliptic_latitude"], src["ecliptic_longitude"]
+        d_lon = (lon - true_lon + math.pi) % (2 * math.pi) - math.pi
+        pull_lat = (lat - true_lat) / match.sigma_ecliptic_latitude_rad
+        pull_lon = d_lon / (match.sigma_ecliptic_longitude_rad or math.inf)
+        rows.append(
+            f"   {src['name'][:26]:<26} {lat:7.3f} {true_lat:7.3f} {pull_lat:6.1f}"
+            f" {lon:7.3f} {true_lon:7.3f} {pull_lon:6.1f}"
+        )
+    if rows:
+        print("   refined sky position beside the injected one (ecliptic, rad; pull in sigma):")
+        print(
+            f"   {'injected':<26} {'lat':>7} {'true':>7} {'pull':>6} {'lon':>7} {'true':>7} "
+            f"{'pull':>6}"
+        )
+        print("\n".join(rows))

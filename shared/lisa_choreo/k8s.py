@@ -75,6 +75,10 @@ MEASURED: dict[str, Measured] = {
     # `lisa-choreo run` process on the dev stack (README "Kubernetes").
     "ingest": Measured(108, 8, 6.99, "30 segments through the inbox, psutil"),
     "flows": Measured(87, 5, 6.99, "30 segments through the inbox, psutil"),
+    # Not benchmarked yet: the 30-day demo's refine spent ~2 min fitting for 30 segments (one
+    # coherent fit per promoted source and catalogue update, 9-16 s each); RSS not measured, the
+    # figure is an allowance for its numpy work arrays, to be replaced by a bench row.
+    "refine": Measured(256, 4000, 0.25, "30-day demo, fit time only; RSS assumed"),
 }
 
 

@@ -71,16 +71,27 @@ from lisa_choreo.progress import (
     format_duration,
     task_bar,
 )
-from lisa_pipeline.events import CatalogSource, SegmentConditioned, SourceEstimates
-from lisa_pipeline.stages import CONSUMERS, STAGES
+from lisa_pipeline.events import (
+    REFINED_FIELDS,
+    CatalogSource,
+    SegmentConditioned,
+    SourceEstimates,
+)
+from lisa_pipeline.stages import CONSUMERS, SOURCE_STEPS, STAGES
+from lisa_pipeline.topics import CATALOG, SOURCES_REFINED
 from lisa_science.ldc import LDCFormatError
 from lisa_science.stacking import StackState
 from lisa_services.catalog.settings import CatalogSettings
 from lisa_services.ingest.files import FilePlan, plan_file
 from lisa_services.ingest.service import IngestSettings
 
-SERVICES: tuple[str, ...] = CONSUMERS
-"""The services run as processes: every stage but ingest, which this process does itself."""
+SERVICES: tuple[str, ...] = (*CONSUMERS, *SOURCE_STEPS)
+"""The services run as processes: every stage but ingest, which this process does itself, and
+the per-source steps after the catalogue (refine)."""
+DRAINS: tuple[tuple[str, str], ...] = (("refine", CATALOG), ("catalog", SOURCES_REFINED))
+"""(service, topic) whose backlog the job waits out once every segment is catalogued: refine
+fits the catalogue's last updates, then the catalogue writes the refined parameters into its
+products."""
 RUN_FILE = "run.json"
 EXIT_REFUSED = 2
 
@@ -397,6 +408,8 @@ def execute(
         )
         display = Display(console or Console(), live=None)
         asyncio.run(_ingest_and_follow(run, plans, run.kafka(), services, display, stall_s))
+        Sections.line("every segment catalogued; waiting for refine and the products to settle")
+        asyncio.run(_drain(run.kafka(), services, stall_s))
         result.settled = True
     except JobFailed as exc:
         result.failure = str(exc)
@@ -478,6 +491,48 @@ async def _ingest_and_follow(
         with contextlib.suppress(BaseException):
             await ingest
         provider.force_flush(5000)
+
+
+async def _drain(
+    kafka: KafkaSettings,
+    services: Sequence[ServiceProcess],
+    stall_s: float,
+    poll_s: float = 1.0,
+    settle_polls: int = 2,
+) -> None:
+    """Wait until each service of ``DRAINS`` has committed its topic to the end, the same for
+    ``settle_polls`` polls in a row (what refine publishes moves the catalogue's end); fail if
+    a service dies or nothing moves for ``stall_s``."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from lisa_choreo.accounting import topic_offsets
+
+    admin = AIOKafkaAdminClient(**kafka.client_options())
+    await admin.start()
+    try:
+        last, changed, settled = None, time.monotonic(), 0
+        while True:
+            if dead := [s for s in services if not s.alive]:
+                raise JobFailed(f"{dead[0].name} exited; see {dead[0].log_path}")
+            lags = []
+            for service, topic in DRAINS:
+                _, end = await topic_offsets(kafka, [topic])
+                committed = await admin.list_consumer_group_offsets(kafka.topic(service))
+                for tp, last_offset in end.items():
+                    meta = committed.get(tp)
+                    done = meta.offset if meta is not None and meta.offset >= 0 else 0
+                    lags.append(max(0, last_offset - done))
+            state = (tuple(lags),)
+            if state != last:
+                last, changed = state, time.monotonic()
+            settled = settled + 1 if not any(lags) else 0
+            if settled >= settle_polls:
+                return
+            if time.monotonic() - changed > stall_s:
+                raise JobFailed(f"refine made no progress for {format_duration(stall_s)}")
+            await asyncio.sleep(poll_s)
+    finally:
+        await admin.close()
 
 
 # -- 7. collect ------------------------------------------------------------------------------
@@ -598,6 +653,11 @@ def read_catalog_h5(path: Path) -> list[CatalogSource]:
                 n_segments=int(cols["n_segments"][i]),
                 n_estimates=int(cols["n_estimates"][i]),
                 mean_amplitude=None if np.isnan(amplitude) else amplitude,
+                **{  # the refine step's columns, where the product has them
+                    name: float(cols[name][i])
+                    for name in REFINED_FIELDS
+                    if name in cols and np.isfinite(cols[name][i])
+                },
             )
         )
     return out
@@ -698,10 +758,12 @@ def _stacks(estimates: Sequence[Any], store: Store) -> list[pictures.Stack]:
 
 
 def print_catalogue(result: JobResult, say: Sections) -> None:
-    from lisa_choreo.catalogue import format_catalogue
+    from lisa_choreo.catalogue import format_catalogue, format_refined
 
     say("the catalogue:")
     print(format_catalogue(result.catalogue), flush=True)
+    print("   physical parameters (refine: coherent fit over each source's segments):")
+    print(format_refined(result.catalogue), flush=True)
 
 
 def print_outcome(result: JobResult, say: Sections) -> None:

@@ -7,8 +7,8 @@
   (``lisa_science.cataloguing.significant_clusters``) and the catalogued sources;
 - ``quality.png``: data quality per segment over time: the measured PSD over the SciRD model per
   band (A and E), and the gap and glitch samples the conditioning masked;
-- ``catalogue.png``: the catalogue, frequency against stacked SNR (a sky map needs sky positions,
-  which the catalogue does not estimate yet);
+- ``catalogue.png``: the catalogue, frequency against stacked SNR, and beside it the sky map of
+  the sources the refine step has positioned (ecliptic longitude/latitude with 1-sigma bars);
 - ``latency.png``: per hop, the time from the previous hop's record to this one's (record
   timestamps), and the time records waited in the topic before a consumer took them (the
   consumer spans' ``lisa.queue_wait_ms``).
@@ -288,15 +288,34 @@ def draw_quality(path: Path, quality: Sequence[SegmentQuality], title: str = "")
     return _save(fig, path)
 
 
+def _sky_map(ax, sources: Sequence[SourceLike]) -> None:
+    """Ecliptic longitude/latitude of the refined sources, 1-sigma error bars (degrees)."""
+    for s in sources:
+        lon = math.degrees(getattr(s, "ecliptic_longitude_rad", 0.0))
+        lat = math.degrees(getattr(s, "ecliptic_latitude_rad", 0.0))
+        sig_lon = math.degrees(getattr(s, "sigma_ecliptic_longitude_rad", None) or 0.0)
+        sig_lat = math.degrees(getattr(s, "sigma_ecliptic_latitude_rad", None) or 0.0)
+        ax.errorbar(lon, lat, xerr=sig_lon, yerr=sig_lat, fmt="o", ms=4, capsize=2, alpha=0.8)
+        ax.annotate(s.source_id, (lon, lat), xytext=(4, 4), textcoords="offset points", fontsize=7)
+    ax.set_xlim(0, 360)
+    ax.set_ylim(-90, 90)
+    ax.set_xlabel("ecliptic longitude (deg)")
+    ax.set_ylabel("ecliptic latitude (deg)")
+    ax.set_title("Sky (refine: coherent fit, 1 sigma)")
+    ax.grid(True, alpha=0.3)
+
+
 def draw_catalogue(
     path: Path,
     sources: Sequence[SourceLike],
     truth_hz: Sequence[float] = (),
     title: str = "",
 ) -> Path:
-    """Frequency against stacked SNR, one labelled point per source (marker area ~ segments)."""
-    fig = Figure(figsize=(9, 5.2), layout="constrained")
-    ax = fig.add_subplot()
+    """Frequency against stacked SNR, one labelled point per source (marker area ~ segments),
+    and the sky map of the refined sources when there are any."""
+    has_sky = any(getattr(s, "ecliptic_latitude_rad", None) is not None for s in sources)
+    fig = Figure(figsize=(15 if has_sky else 9, 5.2), layout="constrained")
+    ax = fig.add_subplot(1, 2, 1) if has_sky else fig.add_subplot()
     for j, f in enumerate(truth_hz):
         ax.axvline(
             f * 1e3, color="tab:green", lw=0.7, alpha=0.5, label="injected" if j == 0 else None
@@ -329,13 +348,17 @@ def draw_catalogue(
     ax.set_title(title or f"Catalogue: {len(sources)} source(s)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
-    fig.text(
-        0.01,
-        0.005,
-        "sky map skipped: the catalogue has no sky positions yet",
-        fontsize=7,
-        color="0.4",
-    )
+    sky = [s for s in sources if getattr(s, "ecliptic_latitude_rad", None) is not None]
+    if sky:
+        _sky_map(fig.add_subplot(1, 2, 2), sky)
+    else:
+        fig.text(
+            0.01,
+            0.005,
+            "sky map skipped: no source has a refined sky position yet",
+            fontsize=7,
+            color="0.4",
+        )
     return _save(fig, path)
 
 
@@ -419,7 +442,7 @@ def draw_all(data: RunData, out_dir: Path) -> list[Picture]:
                 data.truth_hz,
                 f"{prefix}catalogue, {len(data.sources)} source(s)",
             ),
-            "the catalogue: frequency vs stacked SNR (no sky map: no sky positions yet)",
+            "the catalogue: frequency vs stacked SNR, and the refined sources' sky map",
         ),
         Picture(
             draw_latency(

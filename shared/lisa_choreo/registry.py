@@ -5,8 +5,9 @@ from it. Every service has one entry module, ``lisa_services.<name>.service``, e
 (its declaration) and ``main()`` (its process). No service imports another; only the tools load
 them, by name.
 
-Two kinds of service: the pipeline's stages (``lisa_pipeline.stages.PIPELINE``), which are the
-topology's steps, and observers (``OBSERVERS``), which read the pipeline's topics without being
+Two kinds of service: the pipeline's stages (``lisa_pipeline.stages.PIPELINE``) and the
+per-source steps after the catalogue (``SOURCE_STEPS``), which are the topology's steps, and
+observers (``OBSERVERS``), which read the pipeline's topics without being
 on the processing path (the flow monitor). An observer is not a step of the topology (it
 dead-letters nothing, so no dead-letter topic follows from what it reads, and it is no hop of the
 choreography graph); the deployment carries it beside the steps (``Deployment.observers``) for
@@ -21,7 +22,7 @@ from types import ModuleType
 
 from choreo.step import Step
 from choreo.topology import Topology
-from lisa_pipeline.stages import PIPELINE
+from lisa_pipeline.stages import PIPELINE, SOURCE_STEPS
 from lisa_pipeline.topics import TOPICS
 
 OBSERVERS: tuple[str, ...] = ("flows",)
@@ -32,7 +33,7 @@ def entry_module(service: str) -> str:
     return f"lisa_services.{service.replace('-', '_')}.service"
 
 
-SERVICE_MODULES: dict[str, str] = {name: entry_module(name) for name in PIPELINE}
+SERVICE_MODULES: dict[str, str] = {name: entry_module(name) for name in (*PIPELINE, *SOURCE_STEPS)}
 OBSERVER_MODULES: dict[str, str] = {name: entry_module(name) for name in OBSERVERS}
 
 

@@ -147,6 +147,18 @@ def _catalog(b: dict[str, Any]) -> str:
     )
 
 
+def _refined(b: dict[str, Any]) -> str:
+    def pm(value: float, sigma: float | None) -> str:
+        return f"{value:.3f}" + (f"±{sigma:.2f}" if sigma is not None else "")
+
+    return (
+        f"source {b['source_id']} {_mhz(b['frequency_hz'])}, lat "
+        f"{pm(b['ecliptic_latitude_rad'], b.get('sigma_ecliptic_latitude_rad'))} lon "
+        f"{pm(b['ecliptic_longitude_rad'], b.get('sigma_ecliptic_longitude_rad'))} rad, "
+        f"SNR {b['snr']:.1f} over {len(b.get('segments', []))} segments"
+    )
+
+
 # ce_type -> one-line summary of the body; anything else (or a body these do not fit) gets the
 # generic one, so a new event type shows up without touching this table.
 SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -155,6 +167,7 @@ SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "lisa.candidates.gb.v1": _candidates,
     "lisa.sources.estimates.v1": _estimates,
     "lisa.catalog.source.v1": _catalog,
+    "lisa.source.refined.v1": _refined,
     "lisa.segment.retracted.v1": lambda b: f"retract {b['segment_id']} ({b.get('reason') or '-'})",
     "lisa.toy.number.v1": lambda b: f"value {b['value']}",
     "lisa.toy.square.v1": lambda b: f"{b['value']}² = {b['square']}",

@@ -146,6 +146,86 @@ class CatalogSource(Event):
         description="segments retracted from this source's frequency grid (lisa.retractions): "
         "subtracted if they had been stacked, never counted if retracted before they arrived",
     )
+    # Physical parameters from lisa.sources.refined (the refine step), merged by the readers of
+    # the catalogue (catalog.csv/h5, ``lisa-choreo catalog``); None until the source is refined.
+    source_frequency_hz: float | None = Field(
+        None,
+        description="refined GW frequency in the source frame at TCB t = 0 (the stack's "
+        "frequency_hz is the mean detector-frame one)",
+    )
+    sigma_source_frequency_hz: float | None = None
+    frequency_derivative_hz_s: float | None = None
+    sigma_frequency_derivative_hz_s: float | None = None
+    ecliptic_latitude_rad: float | None = None
+    sigma_ecliptic_latitude_rad: float | None = None
+    ecliptic_longitude_rad: float | None = None
+    sigma_ecliptic_longitude_rad: float | None = None
+    amplitude: float | None = Field(None, description="strain amplitude A (LDC convention)")
+    sigma_amplitude: float | None = None
+    inclination_rad: float | None = None
+    sigma_inclination_rad: float | None = None
+
+    def with_refined(self, refined: SourceRefined | None) -> CatalogSource:
+        """This record with the refined parameters of the same source (if any) filled in."""
+        if refined is None or refined.source_id != self.source_id:
+            return self
+        return self.model_copy(
+            update={
+                name: getattr(refined, REFINED_FIELDS.get(name, name)) for name in REFINED_FIELDS
+            }
+        )
+
+
+REFINED_FIELDS: dict[str, str] = {
+    name: name
+    for name in (
+        "frequency_derivative_hz_s",
+        "sigma_frequency_derivative_hz_s",
+        "ecliptic_latitude_rad",
+        "sigma_ecliptic_latitude_rad",
+        "ecliptic_longitude_rad",
+        "sigma_ecliptic_longitude_rad",
+        "amplitude",
+        "sigma_amplitude",
+        "inclination_rad",
+        "sigma_inclination_rad",
+    )
+} | {"source_frequency_hz": "frequency_hz", "sigma_source_frequency_hz": "sigma_frequency_hz"}
+"""The fields a catalogue record takes from the source's refinement (``lisa.sources.refined``):
+catalogue field -> refined field."""
+
+
+class SourceRefined(Event):
+    """Physical parameters of one catalogued source from a coherent fit of a Galactic-binary
+    waveform through LISA's response over all its segments (``lisa_science.gbfit``); keyed by
+    source id on the compacted ``lisa.sources.refined``, the latest fit wins. Angles: ecliptic
+    (J2000 mean ecliptic), polarisation in the ICRS basis of lisagwresponse; f, fdot and the
+    phase at TCB t = 0. Sigmas are 1-sigma (Fisher matrix; sky and f widened by the sky
+    posterior, see ``lisa_science.gbfit.refine``); None where the data do not constrain them."""
+
+    ce_type: ClassVar[str] = "lisa.source.refined.v1"
+    source_id: str
+    catalog_event_id: str = Field(description="id of the lisa.catalog update refined")
+    segments: list[str] = Field(description="the segments fitted")
+    frequency_hz: float
+    sigma_frequency_hz: float | None = None
+    frequency_derivative_hz_s: float
+    sigma_frequency_derivative_hz_s: float | None = None
+    ecliptic_latitude_rad: float
+    sigma_ecliptic_latitude_rad: float | None = None
+    ecliptic_longitude_rad: float
+    sigma_ecliptic_longitude_rad: float | None = None
+    amplitude: float
+    sigma_amplitude: float | None = None
+    inclination_rad: float
+    sigma_inclination_rad: float | None = None
+    polarization_rad: float
+    sigma_polarization_rad: float | None = None
+    initial_phase_rad: float
+    sigma_initial_phase_rad: float | None = None
+    snr: float = Field(description="optimal SNR of the fitted signal")
+    reduced_chi2: float
+    tdi_generation: str
 
 
 # -- the flow monitor (lisa_services.flows): alerts on ``lisa.flows.alerts``, its state on

@@ -22,6 +22,19 @@ COLUMNS = (
     "n_segments",
     "n_estimates",
     "mean_amplitude",
+    # the refine step's physical parameters (lisa.sources.refined), empty until refined
+    "source_frequency_hz",
+    "sigma_source_frequency_hz",
+    "frequency_derivative_hz_s",
+    "sigma_frequency_derivative_hz_s",
+    "ecliptic_latitude_rad",
+    "sigma_ecliptic_latitude_rad",
+    "ecliptic_longitude_rad",
+    "sigma_ecliptic_longitude_rad",
+    "amplitude",
+    "sigma_amplitude",
+    "inclination_rad",
+    "sigma_inclination_rad",
 )
 
 

@@ -45,3 +45,8 @@ STATEFUL = ("catalog",)
 """Consumers that keep state across segments (the catalogue's stack is one grid partition)."""
 RUNNER_STEPS: tuple[str, ...] = tuple(s for s in CONSUMERS if s not in STATEFUL)
 """Stateless consumers run by ``choreo.runner`` and scaled by replicas."""
+SOURCE_STEPS: tuple[str, ...] = ("refine",)
+"""Steps downstream of the catalogue that work per source, not per segment (``refine`` reads
+``lisa.catalog`` and writes ``lisa.sources.refined``): steps of the topology and services of a
+run, but no stage of a segment's flow, so the flow monitor, progress and the orchestrated mode
+(which follow segments) leave them out. The catalogue's products merge what they publish."""

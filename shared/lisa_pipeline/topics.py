@@ -17,6 +17,7 @@ FLOWS_ALERTS = "lisa.flows.alerts"
 FLOWS_STATE = "lisa.flows.state"
 CONTROL = "lisa.control"
 RETRACTIONS = "lisa.retractions"
+SOURCES_REFINED = "lisa.sources.refined"
 CATALOG_RELEASES = "lisa.catalog.releases"
 
 TOPICS: tuple[TopicSpec, ...] = (
@@ -49,6 +50,15 @@ TOPICS: tuple[TopicSpec, ...] = (
         partitions=3,
         compacted=True,
         description="the catalogue: latest state of each source, keyed by source id",
+    ),
+    # The refinement step's (lisa_services.refine): the latest physical parameters of each
+    # catalogued source, so compacted like the catalogue it completes.
+    TopicSpec(
+        SOURCES_REFINED,
+        partitions=3,
+        compacted=True,
+        description="physical parameters of each catalogued source from a coherent fit over "
+        "its segments, keyed by source id",
     ),
     # The flow monitor's (lisa_services.flows): a read-only observer of the topics above, so
     # nothing it writes is on the processing path. One partition each: alerts in the order they

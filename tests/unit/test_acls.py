@@ -70,6 +70,10 @@ def test_catalog_gets_its_faust_internal_topics_and_its_group(plan):
         (TOPIC, LIT, "p1.lisa.retractions", DESCRIBE),
         (TOPIC, LIT, "p1.lisa.retractions.dlq", WRITE),
         (TOPIC, LIT, "p1.lisa.retractions.dlq", DESCRIBE),
+        (TOPIC, LIT, "p1.lisa.sources.refined", READ),  # refine's parameters -> products
+        (TOPIC, LIT, "p1.lisa.sources.refined", DESCRIBE),
+        (TOPIC, LIT, "p1.lisa.sources.refined.dlq", WRITE),
+        (TOPIC, LIT, "p1.lisa.sources.refined.dlq", DESCRIBE),
         (TOPIC, LIT, "p1.lisa.control", READ),  # pause/resume commands
         (TOPIC, LIT, "p1.lisa.control", DESCRIBE),
         (TOPIC, LIT, "p1.lisa.catalog", WRITE),
@@ -103,7 +107,9 @@ def test_every_service_reads_only_what_it_consumes_and_writes_only_what_it_may(p
         written = {name for t, _, name, op in g if t is TOPIC and op is WRITE}
         internal = {P + "catalog-"} if step.name == "catalog" else set()
         control = {P + "lisa.control"} if step.consumes else set()  # pause/resume commands
-        assert read - internal - control == {P + c.topic for c in step.consumes}
+        # refine looks up segments on the search's topic without a group: read-only
+        lookup = {P + "lisa.candidates.gb"} if step.name == "refine" else set()
+        assert read - internal - control - lookup == {P + c.topic for c in step.consumes}
         assert written - internal == {P + p.topic for p in step.produces} | {
             P + c.topic + ".dlq" for c in step.consumes
         }
@@ -116,9 +122,12 @@ def test_the_operator_reads_everything_declared_and_writes_only_replay_targets(p
     assert {n for t, _, n, op in g if t is TOPIC and op is READ} == every | {internal}
     assert {n for t, _, n, op in g if t is TOPIC and op is DESCRIBE} == every | {internal}
     consumed = {P + c.topic for s in topology().steps for c in s.consumes}
-    # decided: `dlq replay` writes a letter back to its original topic, a consumed one
-    assert {n for t, _, n, op in g if t is TOPIC and op is WRITE} == consumed | {P + "lisa.control"}
-    assert P + "lisa.catalog" not in consumed
+    # decided: `dlq replay` writes a letter back to its original topic, a consumed one, except
+    # lisa.catalog (refine consumes it, but its one writer is the catalogue)
+    replayable = consumed - {P + "lisa.catalog"}
+    assert {n for t, _, n, op in g if t is TOPIC and op is WRITE} == replayable | {
+        P + "lisa.control"
+    }
     assert not any(n.endswith(".dlq") for t, _, n, op in g if op is WRITE)
     groups = {(n, op) for t, _, n, op in g if t is GROUP}
     assert groups == {(P + s.name, DESCRIBE) for s in topology().steps if s.consumes}
@@ -174,3 +183,21 @@ def test_a_new_declaration_changes_the_plan_and_nothing_else():
         (ResourceType.CLUSTER, LIT, CLUSTER, Operation.IDEMPOTENT_WRITE),
     }
     assert set(by_principal(plan)) == {"User:monitor", "User:operator"}
+
+
+def test_refine_reads_the_catalogue_and_looks_segments_up_on_the_search_topic(plan):
+    assert grants(plan, "refine") == {
+        (TOPIC, LIT, "p1.lisa.catalog", READ),
+        (TOPIC, LIT, "p1.lisa.catalog", DESCRIBE),
+        (TOPIC, LIT, "p1.lisa.catalog.dlq", WRITE),
+        (TOPIC, LIT, "p1.lisa.catalog.dlq", DESCRIBE),
+        (TOPIC, LIT, "p1.lisa.candidates.gb", READ),  # group-less lookup of claim checks
+        (TOPIC, LIT, "p1.lisa.candidates.gb", DESCRIBE),
+        (TOPIC, LIT, "p1.lisa.sources.refined", WRITE),
+        (TOPIC, LIT, "p1.lisa.sources.refined", DESCRIBE),
+        (TOPIC, LIT, "p1.lisa.control", READ),
+        (TOPIC, LIT, "p1.lisa.control", DESCRIBE),
+        (GROUP, LIT, "p1.refine", READ),
+        (GROUP, LIT, "p1.refine", DESCRIBE),
+        (ResourceType.CLUSTER, LIT, CLUSTER, Operation.IDEMPOTENT_WRITE),
+    }

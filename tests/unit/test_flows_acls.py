@@ -51,7 +51,11 @@ def test_flows_is_an_observer_not_a_stage():
     assert "flows" in principals(deployment)
     assert load_service("flows").step is deployment.observers[0]
     # reading the pipeline creates no dead-letter topic: the observer dead-letters nothing
-    assert "lisa.catalog.dlq" not in {t.name for t in deployment.all_topics()}
+    # (lisa.catalog.dlq is refine's, the step that consumes the catalogue)
+    dead_letters = {t.name for t in deployment.all_topics() if t.name.endswith(".dlq")}
+    consumed = {c.topic for s in deployment.steps for c in s.consumes}
+    assert dead_letters == {f"{t}.dlq" for t in consumed}
+    assert "lisa.flows.alerts.dlq" not in dead_letters
 
 
 def test_flows_reads_every_flow_topic_and_every_dead_letter_topic(grants):

@@ -192,3 +192,21 @@ def test_the_run_record_holds_what_plot_needs(tmp_path: Path, monkeypatch):
     (tmp_path / "bad" / RUN_FILE).write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a run record"):
         Run.load(tmp_path / "bad")
+
+
+def test_the_catalogue_gains_a_sky_map_once_sources_are_refined(tmp_path: Path):
+    plain = [source("GB1", 1.94e-3, 317, 38.0), source("GB2", 3.22e-3, 538, 24.0)]
+    refined = [
+        plain[0].model_copy(
+            update={
+                "ecliptic_latitude_rad": 0.65,
+                "sigma_ecliptic_latitude_rad": 0.3,
+                "ecliptic_longitude_rad": 2.97,
+                "sigma_ecliptic_longitude_rad": 0.2,
+            }
+        ),
+        plain[1],
+    ]
+    width_plain, _ = png_size(pictures.draw_catalogue(tmp_path / "a.png", plain))
+    width_sky, _ = png_size(pictures.draw_catalogue(tmp_path / "b.png", refined))
+    assert width_sky > 1.5 * width_plain  # the sky map beside the frequency plot

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from choreo.settings import KafkaSettings
-    from lisa_choreo.catalogue import format_catalogue, read_catalogue
+    from lisa_choreo.catalogue import format_catalogue, format_refined, read_catalogue
     from lisa_pipeline.products import csv_text
 
     try:
@@ -27,4 +27,6 @@ def run(args: argparse.Namespace) -> int:
         print(csv_text(sources), end="")
     else:
         print(format_catalogue(sources))
+        if any(s.ecliptic_latitude_rad is not None for s in sources):
+            print(format_refined(sources))
     return 0

@@ -73,8 +73,11 @@ def run(args: argparse.Namespace) -> int:
 
     from choreo.settings import KafkaSettings
     from lisa_pipeline.events import StepControl
-    from lisa_pipeline.stages import CONSUMERS
+    from lisa_pipeline.stages import CONSUMERS as STAGE_CONSUMERS
+    from lisa_pipeline.stages import SOURCE_STEPS
     from lisa_pipeline.topics import CONTROL
+
+    CONSUMERS = (*STAGE_CONSUMERS, *SOURCE_STEPS)  # every step that follows lisa.control
 
     settings = KafkaSettings()
     if args.action == "status":

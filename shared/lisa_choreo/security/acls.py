@@ -18,7 +18,9 @@ One principal per service (``User:<step name>``):
   WRITE, DESCRIBE on the PREFIXED transactional id ``<prefix>ingest-``; the catalogue is a faust
   app whose internal topics (``<app id>-by-grid``, ``<app id>-stacks-changelog``,
   ``<app id>-__assignor-__leader``) it creates itself, hence READ, WRITE, DESCRIBE, CREATE on
-  topics PREFIXED ``<prefix>catalog-``.
+  topics PREFIXED ``<prefix>catalog-``; refine looks up a source's segments (their
+  conditioned data and PSD) on ``lisa.candidates.gb``, read without a consumer group
+  (``lisa_services.refine``), hence READ, DESCRIBE on that topic.
 
 An observer (``User:<name>``, a service of ``Deployment.observers``: the flow monitor), read-only
 on the pipeline: READ, DESCRIBE on every topic it consumes and on every dead-letter topic of the
@@ -33,7 +35,9 @@ consumer group, ``choreo.reader``, so no group READ); DESCRIBE on each service's
 reads the groups' committed offsets); DESCRIBE on the cluster. And one write, decided here:
 ``dlq replay`` (and the flow view's replay) send a dead letter back to the topic it came from, so
 the operator may WRITE the topics that have a dead-letter topic (the consumed ones, the only
-replay targets), with IDEMPOTENT_WRITE for replay's idempotent producer; not ``lisa.catalog``,
+replay targets), with IDEMPOTENT_WRITE for replay's idempotent producer; not ``lisa.catalog``
+(refine consumes it, but only the catalogue writes it: a dead-lettered catalogue update is not
+replayed, the source's next update supersedes it),
 not the dead-letter topics, not the catalogue's internal topics. Replayed records carry
 ``lisa_replay_of`` and are processed like any input, so this write injects nothing a service
 would not accept from its upstream.
@@ -54,7 +58,7 @@ from enum import IntEnum
 
 from choreo.step import Step
 from choreo.topology import Topology, dead_letter_topic
-from lisa_pipeline.topics import CONTROL
+from lisa_pipeline.topics import CANDIDATES_GB, CATALOG, CONTROL
 
 OPERATOR = "operator"
 CLUSTER = "kafka-cluster"  # the one name Kafka gives the CLUSTER resource
@@ -62,6 +66,10 @@ CLUSTER = "kafka-cluster"  # the one name Kafka gives the CLUSTER resource
 # Runtime facts outside the declarations (see the module docstring), by service name.
 TRANSACTIONAL_ID_PREFIXES: dict[str, str] = {"ingest": "ingest-", "campaign": "ingest-"}
 INTERNAL_TOPIC_PREFIXES: dict[str, str] = {"catalog": "catalog-"}
+LOOKUP_TOPICS: dict[str, tuple[str, ...]] = {"refine": (CANDIDATES_GB,)}
+#: Consumed topics the operator may not write back to (``dlq replay``): their one writer is
+#: the catalogue.
+NOT_REPLAYED: frozenset[str] = frozenset({CATALOG})
 
 
 # Kafka's codes (org.apache.kafka.common.resource / acl): the wire values of the admin protocol.
@@ -170,6 +178,8 @@ def service_bindings(step: Step, prefix: str) -> list[AclBinding]:
         g.allow(ResourceType.CLUSTER, CLUSTER, (Operation.IDEMPOTENT_WRITE,))
     if txn := TRANSACTIONAL_ID_PREFIXES.get(step.name):
         g.allow(ResourceType.TRANSACTIONAL_ID, prefix + txn, (W, D), PatternType.PREFIXED)
+    for topic in LOOKUP_TOPICS.get(step.name, ()):
+        g.allow(ResourceType.TOPIC, prefix + topic, (R, D))
     if internal := INTERNAL_TOPIC_PREFIXES.get(step.name):
         g.allow(
             ResourceType.TOPIC,
@@ -211,7 +221,8 @@ def operator_bindings(topology: Topology, prefix: str) -> list[AclBinding]:
         if step.consumes:
             g.allow(ResourceType.GROUP, prefix + step.name, (D,))
         for c in step.consumes:  # `dlq replay` writes a letter back to where it came from
-            g.allow(ResourceType.TOPIC, prefix + c.topic, (W,))
+            if c.topic not in NOT_REPLAYED:
+                g.allow(ResourceType.TOPIC, prefix + c.topic, (W,))
     g.allow(ResourceType.TOPIC, prefix + CONTROL, (W,))  # `lisa-choreo step pause|resume`
     # The catalogue's changelog is how `process` counts catalogued segments: read-only.
     for internal in INTERNAL_TOPIC_PREFIXES.values():
