@@ -19,7 +19,8 @@ a 1/pad bin apart are circular complex Gaussians with correlation
 rho = sum w^2 exp(-2 pi i n / (pad N)) / sum w^2 (the window's own spectrum), so their powers
 are Kibble's bivariate gamma with correlation r = |rho|^2 (Kibble 1941; Krishnamoorthy &
 Parthasarathy 1951): shape 1 per channel, 2 for A+E, 2N for a stack of N segments (a sum of
-independent Kibble pairs with one r is Kibble again). Its joint survival is the negative-binomial mixture
+independent Kibble pairs with one r is Kibble again). Its joint survival is the negative-binomial
+mixture
 
     P(X > u, Y > u) = sum_j NB(j; a, r) Q(a + j, u / (2 (1 - r)))^2,  a = dof / 2,
 
