@@ -4,8 +4,10 @@ The catalogue sums the per-bin A+E statistics of every segment sharing one frequ
 (:mod:`lisa_science.stacking`): chi-square with 4N degrees of freedom on noise, and a source adds
 its per-segment SNR^2 in every segment. Three decisions are made here, without any I/O:
 
-- **promotion**: bins whose stacked false-alarm probability, min(1, n_indep chi2_{4N}.sf(sum)),
-  is below the catalogue threshold are significant;
+- **promotion**: bins whose stacked false-alarm probability is below the catalogue threshold are
+  significant. The FAP is the one of a maximum over the zero-padded grid
+  (:func:`lisa_science.stacking.stacked_fap`, :mod:`lisa_science.significance`): ``grid_trials``
+  gives the number of grid bins and the coherence of neighbours for the catalogue's grid;
 - **clustering**: a source spreads over neighbouring bins (zero padding interpolates the spectrum
   and the window leaks), so significant bins closer than ``merge_bins + 1`` bins to one another
   form one cluster (single linkage: a bin within +-merge_bins of a member joins it), reported as one
@@ -31,6 +33,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .search import DOF
+from .significance import nominal_coherence
 from .stacking import stacked_fap, stacked_snr
 
 MERGE_BINS = 2
@@ -82,6 +85,42 @@ def source_id_for(frequency_hz: float) -> str:
     return f"GB{frequency_hz * 1e6:.3f}"
 
 
+def grid_trials(n_grid: int, n_independent_bins: int) -> tuple[int, float]:
+    """(trials, coherence) of a catalogue grid of ``n_grid`` bins in the searched band holding
+    ``n_independent_bins`` unpadded Fourier bins: the zero-padding factor is their ratio, the
+    trials are the grid bins, and the coherence of neighbours is the gap-free Tukey window's
+    (segments with gaps differ a little; the statistic a catalogue stores has no window)."""
+    pad = max(1, round(n_grid / max(n_independent_bins, 1)))
+    return int(n_grid), nominal_coherence(pad)
+
+
+def significant_bins(
+    total: ArrayLike,
+    count: ArrayLike,
+    n_trials: int,
+    fap_threshold: float,
+    dof_per_segment: int = DOF,
+    coherence: float = 0.0,
+) -> NDArray[np.bool_]:
+    """Bins covered by a segment whose stacked FAP is below ``fap_threshold``."""
+    total = np.asarray(total, dtype=np.float64)
+    count = np.asarray(count)
+    fap = stacked_fap(total, count, n_trials, dof_per_segment, coherence)
+    return (count > 0) & np.isfinite(total) & (fap < fap_threshold)
+
+
+def supported_sources(
+    sources: Mapping[str, int], significant: ArrayLike, merge_bins: int = MERGE_BINS
+) -> set[str]:
+    """The sources that stay promoted: a significant bin within ``merge_bins`` of their bin."""
+    significant = np.asarray(significant, dtype=bool)
+    return {
+        sid
+        for sid, k in sources.items()
+        if significant[max(k - merge_bins, 0) : k + merge_bins + 1].any()
+    }
+
+
 def significant_clusters(
     total: ArrayLike,
     count: ArrayLike,
@@ -89,12 +128,17 @@ def significant_clusters(
     fap_threshold: float,
     merge_bins: int = MERGE_BINS,
     dof_per_segment: int = DOF,
+    coherence: float = 0.0,
 ) -> list[Cluster]:
-    """Clusters of bins whose stacked FAP is below ``fap_threshold``, in frequency order."""
+    """Clusters of bins whose stacked FAP is below ``fap_threshold``, in frequency order
+    (``n_independent_bins``: the trials, independent when ``coherence`` is 0)."""
     total = np.asarray(total, dtype=np.float64)
     count = np.asarray(count)
-    fap = stacked_fap(total, count, n_independent_bins, dof_per_segment)
-    significant = np.flatnonzero((count > 0) & np.isfinite(total) & (fap < fap_threshold))
+    significant = np.flatnonzero(
+        significant_bins(
+            total, count, n_independent_bins, fap_threshold, dof_per_segment, coherence
+        )
+    )
     if significant.size == 0:
         return []
     excess = total - dof_per_segment * count
@@ -205,6 +249,7 @@ def summarise(
     estimates: Iterable[Estimate],
     radius: int = ASSOCIATION_BINS,
     dof_per_segment: int = DOF,
+    coherence: float = 0.0,
 ) -> list[SourceSummary]:
     """Every catalogued source as the current stack and estimates describe it, by frequency."""
     f = np.asarray(f, dtype=np.float64)
@@ -225,7 +270,9 @@ def summarise(
                 sigma_frequency_hz=sigma,
                 stacked_statistic=float(total[k]),
                 stacked_snr=float(stacked_snr(total[k], count[k], dof_per_segment)),
-                fap=float(stacked_fap(total[k], count[k], n_independent_bins, dof_per_segment)),
+                fap=float(
+                    stacked_fap(total[k], count[k], n_independent_bins, dof_per_segment, coherence)
+                ),
                 n_segments=int(count[k]),
                 n_estimates=len(ests),
                 mean_amplitude=float(np.mean(amplitudes)) if amplitudes else None,
@@ -243,13 +290,15 @@ def promote(
     existing: Mapping[str, int],
     merge_bins: int = MERGE_BINS,
     dof_per_segment: int = DOF,
+    coherence: float = 0.0,
 ) -> dict[str, int]:
     """One promotion round on the current stack: source id -> peak bin (a superset of
-    ``existing``, whose bins may have moved to their cluster's new peak)."""
+    ``existing``, whose bins may have moved to their cluster's new peak). Which of them are
+    promoted now is :func:`supported_sources` of the same stack."""
     total = np.asarray(total, dtype=np.float64)
     count = np.asarray(count)
     clusters = significant_clusters(
-        total, count, n_independent_bins, fap_threshold, merge_bins, dof_per_segment
+        total, count, n_independent_bins, fap_threshold, merge_bins, dof_per_segment, coherence
     )
     excess = total - dof_per_segment * count
     return assign_sources(clusters, f, excess, existing, merge_bins)
