@@ -48,6 +48,7 @@ from choreo.store import ArrayRef
 from lisa_pipeline.events import CatalogSource, SourceEstimate, SourceEstimates
 from lisa_science.cataloguing import (
     Estimate,
+    grid_pad,
     grid_trials,
     promote,
     significant_bins,
@@ -375,6 +376,7 @@ class GridStack:
                 self.estimates,
                 association_bins,
                 coherence=self.trials()[1],
+                pad_factor=grid_pad(self.f.size, self.n_independent_bins),
             )
         ]
 
