@@ -37,8 +37,8 @@ CATALOGUE_SNRS = np.arange(7.0, 19.0, 1.0)
 FAP = 0.01
 
 
-def expected_daily(snrs: np.ndarray, threshold: float) -> np.ndarray:
-    """P(ncx2_4(rho^2 L) > threshold) averaged over a line's offset from the nearest grid bin
+def expected_daily(snrs: np.ndarray, threshold: float, dof: int = 4) -> np.ndarray:
+    """P(ncx2_dof(rho^2 L) > threshold) averaged over a line's offset from the nearest grid bin
     (uniform in +-0.25 Fourier bins at pad 2); L = (sum w)^2 / (N sum w^2) |W(d)|^2/|W(0)|^2."""
     w = windows.tukey(4096, 0.1)
     efficiency = np.sum(w) ** 2 / (w.size * np.sum(w**2))
@@ -46,7 +46,7 @@ def expected_daily(snrs: np.ndarray, threshold: float) -> np.ndarray:
     spec = np.abs(np.exp(-2j * np.pi * np.outer(d, np.arange(w.size)) / w.size) @ w) ** 2
     loss = efficiency * spec / spec[0]
     return np.array(
-        [np.mean(stats.ncx2.sf(threshold, 4, rho**2 * loss)) for rho in snrs], dtype=float
+        [np.mean(stats.ncx2.sf(threshold, dof, rho**2 * loss)) for rho in snrs], dtype=float
     )
 
 
@@ -152,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     fine = np.linspace(DAILY_SNRS[0], DAILY_SNRS[-1], 100)
     ax1.plot(fine, expected_daily(fine, threshold), color="k", lw=1, label="expected (ncx2_4)")
+    from lisa_science.cataloguing import grid_trials
+    from lisa_science.significance import grid_threshold
+
+    n_trials, coherence = grid_trials(3439, 1720)  # the daily grid of 0.1-20 mHz
+    stacked = grid_threshold(1e-3, 4 * 30, n_trials, coherence)
+    fine = np.linspace(CATALOGUE_SNRS[0], CATALOGUE_SNRS[-1], 100)
+    ax2.plot(fine, expected_daily(fine, stacked, 120), color="k", lw=1, label="expected (ncx2_120)")
     ax1.set(
         xlabel="one-day optimal SNR against the total noise",
         ylabel="fraction detected",

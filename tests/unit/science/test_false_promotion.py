@@ -62,11 +62,11 @@ def _contains(count: int, trials: int, p: float) -> bool:
 
 
 def test_false_promotion_over_a_run_is_nominal_at_every_look_and_at_the_end():
-    """400 runs of 30 noise segments, deciding after each at FAP 5 %: the catalogue holds a
+    """300 runs of 30 noise segments, deciding after each at FAP 5 %: the catalogue holds a
     noise source at look 1, 10 and 30 (the end of the run) in 5 % of the runs. A catalogue that
     never demotes would hold one at the end of ~30 % of them (it keeps every early fluke)."""
     rng = np.random.default_rng(14)
-    runs, looks, fap = 400, 30, 0.05
+    runs, looks, fap = 300, 30, 0.05
     held = {1: 0, 10: 0, 30: 0}
     sticky = 0
     for _ in range(runs):
