@@ -76,8 +76,10 @@ def joint_sf(u: ArrayLike, dof: ArrayLike, coherence: float) -> NDArray[np.float
     a = dof / 2.0
     mean = a * r / (1 - r)
     sd = np.sqrt(a * r) / (1 - r)
-    terms = int(np.max(mean + 12 * sd)) + 40 if a.size else 1
-    j = np.arange(terms)
+    # the negative binomial's mass lies within 12 sd of its mean (the rest is < 1e-30)
+    first = max(int(np.min(mean - 12 * sd)) - 40, 0) if a.size else 0
+    last = int(np.max(mean + 12 * sd)) + 40 if a.size else 1
+    j = np.arange(first, last, dtype=np.float64)
     shape = a[..., None] + j
     log_nb = (
         special.gammaln(shape)
@@ -98,11 +100,16 @@ def grid_fap(
     u, dof = np.broadcast_arrays(np.asarray(u, np.float64), np.asarray(dof, np.float64))
     if n_trials < 1:
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
-    sf = special.chdtrc(dof, u)  # chi2.sf
     out = np.where(np.isnan(u), np.nan, 1.0)
-    exact = np.isfinite(u) & (n_trials * sf < BONFERRONI_CUTOFF)
+    finite = np.isfinite(u)
+    # n_trials chi2.sf(u) < cutoff  <=>  u > chi2.isf(cutoff / n_trials): one isf per distinct
+    # dof (a stack has few) instead of a tail probability per bin, most of which are noise
+    levels, where = np.unique(dof[finite], return_inverse=True)
+    cutoff = special.chdtri(levels, min(BONFERRONI_CUTOFF / n_trials, 1.0))
+    exact = np.zeros(u.shape, dtype=bool)
+    exact[finite] = u[finite] > cutoff[where]
     if exact.any():
-        rate = sf[exact] - joint_sf(u[exact], dof[exact], coherence)
+        rate = special.chdtrc(dof[exact], u[exact]) - joint_sf(u[exact], dof[exact], coherence)
         out[exact] = -np.expm1(-n_trials * np.maximum(rate, 0.0))
     return out
 
