@@ -13,12 +13,12 @@ Retraction, a compensation (``lisa.segment.retracted.v1``), is pure here too:
   bin it was added to (a bin no segment covers any more is exactly zero again), drops the
   segment's estimates and its trace link, runs a promotion round on what is left and settles the
   sources' status;
-- **demote**: a source promoted before stays promoted as segments are added (identity is sticky,
-  ``lisa_science.cataloguing``); only a retraction withdraws one: a source with no significant bin
-  within ``merge_bins`` of its own becomes ``demoted`` (segments remain at its bin) or
-  ``retracted`` (none remains). A later promotion round that finds it significant again promotes
-  it again, under the same id. Withdrawn sources stay in the state and on ``lisa.catalog`` with
-  their status; the products list only promoted ones;
+- **demote**: after every change of the stack (a segment added or retracted) the catalogue is
+  decided again on the whole stack (re-evaluation, ``lisa_science.cataloguing``; identity stays
+  sticky): a source with no significant bin within ``merge_bins`` of its own becomes ``demoted``
+  (segments remain at its bin) or ``retracted`` (none remains). A later promotion round that finds
+  it significant again promotes it again, under the same id. Withdrawn sources stay in the state
+  and on ``lisa.catalog`` with their status; the products list only promoted ones;
 - **remember**: ``RetractionLedger`` holds every retracted segment id of one partition of the
   by-grid hop (one table value per partition, written on that partition's changelog), so a
   segment whose retraction came first is never counted, whatever its grid; a grid also lists its
@@ -46,8 +46,15 @@ from numpy.typing import NDArray
 from choreo.errors import PermanentError
 from choreo.store import ArrayRef
 from lisa_pipeline.events import CatalogSource, SourceEstimate, SourceEstimates
-from lisa_science.cataloguing import Estimate, promote, summarise
-from lisa_science.stacking import stacked_fap
+from lisa_science.cataloguing import (
+    Estimate,
+    grid_pad,
+    grid_trials,
+    promote,
+    significant_bins,
+    summarise,
+    supported_sources,
+)
 from lisa_services.catalog.settings import CatalogSettings
 
 STATE_VERSION = 2
@@ -279,7 +286,7 @@ class GridStack:
             origins={k: o for k, o in self.origins.items() if k != segment_id},
             retracted=self._with_retracted(segment_id),
         )
-        return withdrawn.promote(fap, merge_bins, demote=True)
+        return withdrawn.promote(fap, merge_bins)
 
     def refuse(self, segment_id: str) -> GridStack:
         """The segment arrived after its retraction: not counted, listed as retracted here."""
@@ -292,41 +299,41 @@ class GridStack:
             return self.retracted
         return (*self.retracted, segment_id)
 
-    def promote(self, fap: float, merge_bins: int, demote: bool = False) -> GridStack:
-        """One promotion round; then the status of each source: withdrawn ones found
-        significant again are promoted again, and (``demote``: after a retraction) promoted ones
-        no longer significant are withdrawn."""
+    def trials(self) -> tuple[int, float]:
+        """(grid bins, coherence of neighbours) for the FAP of a maximum over this grid."""
+        return grid_trials(self.f.size, self.n_independent_bins)
+
+    def promote(self, fap: float, merge_bins: int) -> GridStack:
+        """One promotion round, then the status of every source decided again on the whole
+        stack (re-evaluation): promoted while significant, withdrawn otherwise. The promoted
+        set depends on the stack only, not on the order segments came in."""
+        n_trials, coherence = self.trials()
         sources = promote(
             self.f,
             self.total,
             self.count,
-            self.n_independent_bins,
+            n_trials,
             fap,
             self.sources or {},
             merge_bins,
+            coherence=coherence,
         )
         promoted = replace(self, sources=sources)
-        return replace(promoted, status=promoted.settled_status(fap, merge_bins, demote))
+        return replace(promoted, status=promoted.settled_status(fap, merge_bins))
 
     def significant_near(self, fap: float, merge_bins: int) -> set[str]:
         """Sources with a significant bin within ``merge_bins`` of their own."""
-        faps = stacked_fap(self.total, self.count, self.n_independent_bins)
-        significant = (self.count > 0) & np.isfinite(self.total) & (faps < fap)
-        return {
-            sid
-            for sid, k in (self.sources or {}).items()
-            if significant[max(k - merge_bins, 0) : k + merge_bins + 1].any()
-        }
+        n_trials, coherence = self.trials()
+        significant = significant_bins(self.total, self.count, n_trials, fap, coherence=coherence)
+        return supported_sources(self.sources or {}, significant, merge_bins)
 
-    def settled_status(self, fap: float, merge_bins: int, demote: bool) -> dict[str, str]:
+    def settled_status(self, fap: float, merge_bins: int) -> dict[str, str]:
         supported = self.significant_near(fap, merge_bins)
-        status: dict[str, str] = {}
-        for sid, k in (self.sources or {}).items():
-            withdrawn = sid in self.status
-            if sid in supported or not (withdrawn or demote):
-                continue  # promoted (again), or promoted and kept (identity is sticky)
-            status[sid] = RETRACTED if self.count[k] == 0 else DEMOTED
-        return status
+        return {
+            sid: RETRACTED if self.count[k] == 0 else DEMOTED
+            for sid, k in (self.sources or {}).items()
+            if sid not in supported
+        }
 
     def status_of(self, source_id: str) -> str:
         return self.status.get(source_id, PROMOTED)
@@ -364,10 +371,12 @@ class GridStack:
                 self.f,
                 self.total,
                 self.count,
-                self.n_independent_bins,
+                self.trials()[0],
                 self.sources or {},
                 self.estimates,
                 association_bins,
+                coherence=self.trials()[1],
+                pad_factor=grid_pad(self.f.size, self.n_independent_bins),
             )
         ]
 

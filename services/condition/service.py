@@ -16,6 +16,7 @@ from choreo.store import Store
 from lisa_pipeline.events import BandRatio, SegmentConditioned, SegmentRaw, StepControl
 from lisa_pipeline.topics import CONTROL, SEGMENTS_CONDITIONED, SEGMENTS_RAW
 from lisa_science.calibration import calibrated_model_psd
+from lisa_science.foreground import fit_noise_model
 from lisa_science.noise import tdi_psd
 from lisa_science.psd import DEFAULT_BANDS, band_ratios, welch_psd
 from lisa_science.quality import fill_masked, gap_mask, quality_mask
@@ -41,6 +42,12 @@ class ConditionSettings(BaseSettings):
     min_usable_fraction: float = Field(0.25, ge=0, le=1)
     tdi_generation: str = Field("2.0", description="TDI generation of the data (1.5 or 2.0)")
     whiten_fmax_hz: float = Field(0.025, gt=0, description="whitened band stops below 30 mHz")
+    foreground_years: float = Field(
+        0.5,
+        ge=0,
+        description="observation time (years) whose Galactic-foreground shape (Robson, Cornish & "
+        "Liu 2019) the A/E noise model fits with a free amplitude; 0: no foreground component",
+    )
 
 
 SETTINGS = ConditionSettings()
@@ -97,6 +104,17 @@ def condition(event: Envelope[SegmentRaw]) -> list[Emit]:
             for (lo, hi), r in zip(DEFAULT_BANDS, band_ratios(f, p_mean, model), strict=True):
                 ratios.append(BandRatio(channel=name, fmin_hz=lo, fmax_hz=hi, ratio=float(r)))
         s.set_attribute("lisa.psd_ratio_A_2_5mHz", ratios[1].ratio)
+        if SETTINGS.foreground_years > 0:
+            # A and E: instrument levels and a common foreground amplitude, fitted together
+            # (lisa_science.foreground); T carries no foreground and keeps its level fit.
+            fit = fit_noise_model(
+                f, psd["A"], psd["E"], SETTINGS.foreground_years, SETTINGS.tdi_generation
+            )
+            smooth["A"] = fit.psd(f, "A", SETTINGS.tdi_generation)
+            smooth["E"] = fit.psd(f, "E", SETTINGS.tdi_generation)
+            s.set_attributes(
+                {"lisa.foreground_amplitude": fit.amplitude, "lisa.noise_level_A": fit.level_a}
+            )
 
     with _tracer.start_as_current_span("whiten"):
         filled = {n: fill_masked(v, mask) for n, v in (("A", a), ("E", e), ("T", t))}

@@ -16,10 +16,11 @@ from choreo.store import Store
 from lisa_pipeline.events import CandidatesGB, GBCandidate, SegmentConditioned, StepControl
 from lisa_pipeline.topics import CANDIDATES_GB, CONTROL, SEGMENTS_CONDITIONED
 from lisa_science.search import (
-    false_alarm_threshold,
     find_candidates,
+    grid_search_threshold,
     independent_bins,
     search_statistic,
+    search_window,
 )
 
 step = Step(
@@ -68,9 +69,16 @@ def search(event: Envelope[SegmentConditioned]) -> list[Emit]:
         f, stat = f[band], stat[band]
         s.set_attributes({"lisa.segment_id": timing.segment_id, "lisa.bins": int(f.size)})
     n_bins = independent_bins(timing.n_samples, timing.dt, SETTINGS.fmin_hz, SETTINGS.fmax_hz)
-    threshold = false_alarm_threshold(SETTINGS.fap, n_bins)
+    # The maximum is taken over every grid bin of the band, neighbours correlated through this
+    # segment's window (gaps included): lisa_science.significance makes the FAP exact for it.
+    usable = data["mask"].astype(bool) & np.isfinite(data["A"]) & np.isfinite(data["E"])
+    threshold, coherence = grid_search_threshold(
+        SETTINGS.fap, int(f.size), search_window(usable, timing.dt), SETTINGS.pad_factor
+    )
     with _tracer.start_as_current_span("candidates") as s:
-        found = find_candidates(f, stat, threshold, SETTINGS.fmin_hz, SETTINGS.fmax_hz, n_bins)
+        found = find_candidates(
+            f, stat, threshold, SETTINGS.fmin_hz, SETTINGS.fmax_hz, int(f.size), coherence=coherence
+        )
         s.set_attribute("lisa.candidates", len(found))
         if found:
             s.set_attributes(

@@ -2,9 +2,10 @@
 
 - ``spectrum.png``: the stacked A+E statistic over frequency, rebuilt from every segment's
   statistic, with the catalogue's threshold (the stacked false-alarm probability of
-  ``LISA_CATALOG_FAP`` over the independent bins, ``lisa_science.search.false_alarm_threshold``
-  with 4N degrees of freedom), the noise mean 4N, the significant clusters
-  (``lisa_science.cataloguing.significant_clusters``) and the catalogued sources;
+  ``LISA_CATALOG_FAP`` for a maximum over the zero-padded grid,
+  ``lisa_science.significance.grid_threshold`` with 4N degrees of freedom), the noise mean 4N,
+  the significant clusters (``lisa_science.cataloguing.significant_clusters``) and the
+  catalogued sources;
 - ``quality.png``: data quality per segment over time: the measured PSD over the SciRD model per
   band (A and E), and the gap and glitch samples the conditioning masked;
 - ``catalogue.png``: the catalogue, frequency against stacked SNR, and beside it the sky map of
@@ -30,8 +31,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
 from numpy.typing import NDArray
 
-from lisa_science.cataloguing import MERGE_BINS, significant_clusters
-from lisa_science.search import DOF, false_alarm_threshold
+from lisa_science.cataloguing import MERGE_BINS, grid_trials, significant_clusters
+from lisa_science.search import DOF
+from lisa_science.significance import grid_threshold
 
 DPI = 110
 BAND_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
@@ -59,12 +61,17 @@ class Stack:
     label: str = ""
 
     def threshold(self, fap: float) -> NDArray[np.float64]:
-        """Per bin, the stacked statistic whose false-alarm probability over the independent
-        bins is ``fap`` (chi-square with 4N degrees of freedom, N the segments in that bin)."""
+        """Per bin, the stacked statistic whose false-alarm probability over the grid is ``fap``
+        (chi-square with 4N degrees of freedom, N the segments in that bin), as the catalogue
+        promotes (``lisa_science.cataloguing.grid_trials``)."""
         out = np.full(self.f.shape, np.nan)
+        n_trials, coherence = self.trials()
         for n in np.unique(self.count[self.count > 0]):
-            out[self.count == n] = false_alarm_threshold(fap, self.n_independent_bins, DOF * n)
+            out[self.count == n] = grid_threshold(fap, DOF * n, n_trials, coherence)
         return out
+
+    def trials(self) -> tuple[int, float]:
+        return grid_trials(self.f.size, self.n_independent_bins)
 
 
 @dataclass(frozen=True)
@@ -174,12 +181,13 @@ def draw_spectrum(
             stack.threshold(fap),
             lw=1.2,
             color="tab:red",
-            label=f"threshold: stacked FAP {fap:g} over {stack.n_independent_bins} bins"
+            label=f"threshold: stacked FAP {fap:g} over {stack.f.size} grid bins"
             if i == 0
             else None,
         )
+        n_trials, coherence = stack.trials()
         for c in significant_clusters(
-            stack.total, stack.count, stack.n_independent_bins, fap, merge_bins
+            stack.total, stack.count, n_trials, fap, merge_bins, coherence=coherence
         ):
             ax.axvspan(f_mhz[c.lo] - 0.002, f_mhz[c.hi] + 0.002, color="tab:red", alpha=0.12)
     main = stacks[0]

@@ -2,6 +2,9 @@
 
 Noise ``analytic``: Gaussian, coloured by the SciRD TDI 2.0 PSDs (a year in seconds).
 Noise ``instrument``: the LISA Consortium's lisainstrument + pytdi (slow).
+Foreground (``foreground``): the Galactic confusion noise of Robson, Cornish & Liu 2019 (eq. 14)
+at the level for the simulated duration (or ``foreground_years``), stationary Gaussian, added
+to either noise (``lisa_science.simulate.foreground_tdi_noise``).
 Sources: the verification binaries (Kupfer et al. 2018), a catalogue CSV, or none, injected with
 lisagwresponse on lisaorbits Keplerian orbits and pytdi. The injected truth is
 written into the file (``sky/truth``).
@@ -22,9 +25,10 @@ from lisa_science.binaries import (
     load_verification_binaries,
 )
 from lisa_science.ldc import TDIData, write_ldc
-from lisa_science.simulate import analytic_tdi_noise
+from lisa_science.simulate import analytic_tdi_noise, foreground_tdi_noise
 
 DAY = 86_400.0
+YEAR = 365.25 * DAY
 
 
 class SimulationError(RuntimeError):
@@ -71,6 +75,8 @@ def simulate(
     seed: int = 0,
     t0: float = 0.0,
     progress: Progress | None = None,
+    foreground: bool = False,
+    foreground_years: float | None = None,
 ) -> Path:
     """Write the file (atomically: a temp name, then a rename). With ``progress`` the sources
     are injected day by day so that it can be reported; each span is one call of
@@ -81,6 +87,12 @@ def simulate(
     report(f"noise ({noise})", 0, None)
     x, y, z = (np.array(c, dtype=np.float64) for c in _noise(n, dt, noise, seed, t0))
     report(f"noise ({noise})", 1, 1)
+    if foreground:
+        years = foreground_years if foreground_years is not None else n * dt / YEAR
+        # its own stream, so that the instrument noise of a seed is the same with or without it
+        rng = np.random.default_rng([seed, 1])
+        for total, part in zip((x, y, z), foreground_tdi_noise(n, dt, rng, years), strict=True):
+            total += part
     binaries = choose_sources(sources)
     if binaries:
         try:

@@ -136,8 +136,9 @@ class CatalogSource(Event):
     contributing_segments: list[str] = Field(default_factory=list)
     status: Literal["promoted", "demoted", "retracted"] = Field(
         "promoted",
-        description="promoted: in the catalogue; demoted: no longer significant after a "
-        "retraction (segments remain stacked at its bin; promoted again if the stack says so); "
+        description="promoted: in the catalogue; demoted: no longer significant on the whole "
+        "stack, decided again after every segment added or retracted (segments remain stacked at "
+        "its bin; promoted again if the stack says so); "
         "retracted: no segment remains stacked at its bin. Values were only added (every "
         "earlier record still validates); a withdrawn source is a record, never a tombstone",
     )

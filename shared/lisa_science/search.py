@@ -17,6 +17,7 @@ from scipy import ndimage, stats
 from scipy.signal import windows
 
 from .quality import gap_weights
+from .significance import adjacent_coherence, grid_fap, grid_threshold, nominal_coherence
 from .whiten import whitened_power
 
 DOF = 4
@@ -33,7 +34,8 @@ class Candidate:
     """sqrt(max(statistic - dof, 0)): the SNR estimate that removes the noise mean."""
     bin_index: int
     fap: float
-    """Probability that noise alone gives this statistic in any of the independent bins."""
+    """Probability that noise alone gives a maximum this high anywhere on the searched grid
+    (:func:`lisa_science.significance.grid_fap`)."""
 
 
 def search_window(
@@ -93,16 +95,31 @@ def independent_bins(n_samples: int, dt: float, fmin: float, fmax: float) -> int
 
 
 def false_alarm_threshold(fap: float, n_bins: int, dof: int = DOF) -> float:
-    """Statistic threshold for a false-alarm probability ``fap`` over ``n_bins`` independent bins.
+    """Statistic threshold for a false-alarm probability ``fap`` over ``n_bins`` INDEPENDENT bins.
 
     Bonferroni: each bin is given probability fap / n_bins, i.e. threshold =
-    chi2.isf(fap / n_bins, dof) (accurate for small fap; conservative otherwise).
+    chi2.isf(fap / n_bins, dof) (accurate for small fap; conservative otherwise). Not the
+    threshold of a zero-padded search (its maximum is over correlated bins, more of them): that
+    is :func:`grid_search_threshold`.
     """
     if not 0 < fap < 1:
         raise ValueError(f"fap must be in (0, 1), got {fap}")
     if n_bins < 1:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
     return float(stats.chi2.isf(fap / n_bins, dof))
+
+
+def grid_search_threshold(
+    fap: float, n_grid: int, window: ArrayLike | None = None, pad_factor: int = 2
+) -> tuple[float, float]:
+    """(threshold, coherence) for a false-alarm probability ``fap`` of the maximum over
+    ``n_grid`` bins of a grid zero-padded by ``pad_factor`` (see
+    :mod:`lisa_science.significance`). ``window`` is the search window of the segment (its gaps
+    change the correlation of neighbouring bins a little); by default the gap-free Tukey one."""
+    coherence = (
+        nominal_coherence(pad_factor) if window is None else adjacent_coherence(window, pad_factor)
+    )
+    return grid_threshold(fap, DOF, n_grid, coherence), coherence
 
 
 def find_candidates(
@@ -113,14 +130,16 @@ def find_candidates(
     fmax: float = 2e-2,
     n_bins: int | None = None,
     dof: int = DOF,
+    coherence: float = 0.0,
 ) -> list[Candidate]:
     """Peaks of ``stat`` above ``threshold`` within [fmin, fmax], strongest first.
 
     A run of contiguous bins above threshold is one candidate (its maximum): a source spreads
-    over neighbouring padded bins. ``n_bins`` (independent bins, see :func:`independent_bins`)
-    sets each candidate's FAP, min(1, n_bins chi2.sf(stat, dof)); by default the number of grid
-    bins in the band is used, which is conservative for a zero-padded grid. The default band
-    stops below the TDI 2.0 null at 30 mHz, where S -> 0 and the statistic is unreliable.
+    over neighbouring padded bins. Each candidate's FAP is
+    :func:`lisa_science.significance.grid_fap` over ``n_bins`` trials (default: the grid bins
+    in the band) whose neighbours have ``coherence`` (0: independent bins, where it is
+    1 - exp(-n_bins chi2.sf(stat, dof))). The default band stops below the TDI 2.0 null at
+    30 mHz, where S -> 0 and the statistic is unreliable.
     """
     f = np.asarray(f, dtype=np.float64)
     stat = np.asarray(stat, dtype=np.float64)
@@ -134,9 +153,9 @@ def find_candidates(
         return []
     peaks = ndimage.maximum_position(np.where(above, stat, -np.inf), labels, range(1, n_runs + 1))
     found = []
-    for (k,) in peaks:
+    faps = grid_fap([stat[k] for (k,) in peaks], dof, n_bins, coherence)
+    for (k,), fap in zip(peaks, faps, strict=True):
         value = float(stat[k])
-        fap = min(1.0, n_bins * float(stats.chi2.sf(value, dof)))
         snr = float(np.sqrt(max(value - dof, 0.0)))
-        found.append(Candidate(float(f[k]), value, snr, int(k), fap))
+        found.append(Candidate(float(f[k]), value, snr, int(k), float(fap)))
     return sorted(found, key=lambda c: c.statistic, reverse=True)

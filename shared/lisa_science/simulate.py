@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
+from .foreground import confusion_tdi_psd
 from .noise import tdi_psd
 from .segments import aet_to_xyz
 
@@ -55,3 +56,18 @@ def analytic_tdi_noise(
         for ch in ("A", "E", "T")
     )
     return aet_to_xyz(a, e, t)
+
+
+def foreground_tdi_noise(
+    n: int, dt: float, rng: np.random.Generator, observation_years: float, generation: str = "2.0"
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """(X, Y, Z) of the Galactic confusion foreground as stationary Gaussian noise: A and E
+    coloured by its PSD for ``observation_years`` (:mod:`lisa_science.foreground`, Robson,
+    Cornish & Liu 2019 eq. 14), T zero. Added to instrument noise, it makes the total noise."""
+    a, e = (
+        coloured_noise(
+            n, dt, lambda f, ch=ch: confusion_tdi_psd(f, ch, observation_years, generation), rng
+        )
+        for ch in ("A", "E")
+    )
+    return aet_to_xyz(a, e, np.zeros(n))

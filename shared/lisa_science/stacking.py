@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
 
 from .search import DOF
+from .significance import grid_fap
 
 
 def stack_statistics(stats_per_segment: Sequence[ArrayLike]) -> NDArray[np.float64]:
@@ -37,16 +37,23 @@ def stacked_snr(
 
 
 def stacked_fap(
-    stacked: ArrayLike, n_segments: ArrayLike, n_bins: int, dof_per_segment: int = DOF
+    stacked: ArrayLike,
+    n_segments: ArrayLike,
+    n_bins: int,
+    dof_per_segment: int = DOF,
+    coherence: float = 0.0,
 ) -> NDArray[np.float64]:
-    """False-alarm probability over ``n_bins`` independent bins: min(1, n_bins chi2_{4N}.sf(sum)).
+    """False-alarm probability of a stacked maximum this high over ``n_bins`` grid bins whose
+    neighbours have ``coherence`` (:func:`lisa_science.significance.grid_fap` with chi2_{4N}: a
+    stack of N segments of one window is Kibble-correlated with the same coherence). With
+    coherence 0 (independent bins) it is 1 - exp(-n_bins p (1 - p)), p = chi2_{4N}.sf(sum).
 
     Bins that no segment covered (N = 0) get 1.
     """
     n = np.asarray(n_segments)
     dof = dof_per_segment * np.maximum(n, 1)
-    p = n_bins * stats.chi2.sf(np.asarray(stacked, dtype=np.float64), dof)
-    return np.where(n > 0, np.minimum(p, 1.0), 1.0)
+    p = grid_fap(np.asarray(stacked, dtype=np.float64), dof, n_bins, coherence)
+    return np.where(n > 0, p, 1.0)
 
 
 @dataclass(frozen=True, eq=False)

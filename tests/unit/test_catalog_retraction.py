@@ -202,12 +202,20 @@ def test_a_source_that_falls_below_the_threshold_is_demoted_and_can_come_back() 
     assert back.sources[flash_id] == every.sources[flash_id]
 
 
-def test_sticky_promotion_is_unchanged_without_retraction() -> None:
-    """Adding segments never demotes (identity is sticky): only a retraction does."""
-    rows = spectra(12, flash_in=0)
-    every = stacked(rows, list(range(12)))
-    assert every.status == {}
-    assert all(b.status == PROMOTED for b in every.catalogue(SETTINGS.association_bins))
+def test_adding_segments_re_evaluates_and_demotes_without_retraction() -> None:
+    """The catalogue is decided again on the whole stack after every segment: the steady line
+    stays promoted; a flash of statistic 80 in one segment is promoted while it dominates and
+    demoted once 40 noise segments drown it (chi2_160 at 240 is ~ 3 sigma, not significant)."""
+    rows = spectra(40, flash_in=None)
+    rows[0][FLASH] = 80.0
+    first = stacked(rows, [0])
+    flash = [s for s, k in first.sources.items() if abs(k - FLASH) <= 2]
+    assert flash, "the flash alone promotes a source"
+    assert first.status_of(flash[0]) == PROMOTED
+    every = stacked(rows, list(range(40)))
+    assert every.status_of(flash[0]) == DEMOTED
+    line = [s for s, k in every.sources.items() if abs(k - LINE) <= 2]
+    assert [every.status_of(s) for s in line] == [PROMOTED]
 
 
 def test_retracting_twice_or_an_unknown_segment_changes_nothing() -> None:

@@ -108,8 +108,14 @@ def test_threshold_is_the_stacked_fap_the_catalogue_promotes_at():
     threshold = stack.threshold(data.fap)
     for k in (0, 2050):  # 10 segments, and 9 where one segment was NaN
         n = stack.count[k]
-        assert stacked_fap(threshold[k], n, stack.n_independent_bins) == pytest.approx(data.fap)
-        assert threshold[k] == pytest.approx(stats.chi2.isf(data.fap / 1500, 4 * n))
+        # 3000 grid bins over 1500 independent ones: padded by 2, trials are the grid bins
+        n_trials, coherence = stack.trials()
+        assert (n_trials, coherence) == (3000, pytest.approx(0.4563, abs=1e-4))
+        fap = stacked_fap(threshold[k], n, n_trials, coherence=coherence)
+        assert fap == pytest.approx(data.fap, rel=1e-6)
+        # between Bonferroni over the independent bins and over the grid bins
+        assert stats.chi2.isf(data.fap / 1500, 4 * n) < threshold[k]
+        assert threshold[k] < stats.chi2.isf(data.fap / 3000, 4 * n)
     assert threshold[2050] < threshold[0]
     assert np.isnan(stack.threshold(1e-3)[stack.count == 0]).all()
 

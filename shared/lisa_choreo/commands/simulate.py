@@ -29,6 +29,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="verification",
         help="verification, none, or a catalogue CSV (see lisa_science.binaries)",
     )
+    p.add_argument(
+        "--foreground",
+        action="store_true",
+        help="add the Galactic confusion foreground (Robson, Cornish & Liu 2019), stationary "
+        "Gaussian, at its level for the simulated duration (at least the half-year one)",
+    )
+    p.add_argument(
+        "--foreground-years",
+        type=float,
+        default=None,
+        help="observation time whose foreground level to use instead (0.5, 1, 2, 4)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--t0", type=float, default=0.0, help="start time (s; 0 = orbit phase 0)")
     p.set_defaults(func=run)
@@ -53,6 +65,8 @@ def simulate_with_progress(
     sources: str = "verification",
     seed: int = 0,
     t0: float = 0.0,
+    foreground: bool = False,
+    foreground_years: float | None = None,
 ) -> Path:
     """``lisa_choreo.simfile.simulate`` with a progress bar on a terminal (stderr); the same
     single call when stderr is not a terminal."""
@@ -60,8 +74,9 @@ def simulate_with_progress(
     from lisa_choreo.simfile import simulate
 
     bar = task_bar()
+    extra = {"foreground": foreground, "foreground_years": foreground_years}
     if bar.disable:
-        return simulate(out, duration_s, dt, noise, sources, seed, t0)
+        return simulate(out, duration_s, dt, noise, sources, seed, t0, **extra)
     tasks: dict[str, TaskID] = {}
 
     def report(stage: str, done: int, total: int | None) -> None:
@@ -70,7 +85,7 @@ def simulate_with_progress(
         bar.update(tasks[stage], completed=done, total=total)
 
     with bar:
-        return simulate(out, duration_s, dt, noise, sources, seed, t0, progress=report)
+        return simulate(out, duration_s, dt, noise, sources, seed, t0, progress=report, **extra)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,7 +94,15 @@ def run(args: argparse.Namespace) -> int:
     quiet_simulators()
     try:
         out = simulate_with_progress(
-            args.out, args.days * DAY, args.dt, args.noise, args.sources, args.seed, args.t0
+            args.out,
+            args.days * DAY,
+            args.dt,
+            args.noise,
+            args.sources,
+            args.seed,
+            args.t0,
+            foreground=args.foreground,
+            foreground_years=args.foreground_years,
         )
     except SimulationError as exc:
         print(f"lisa-choreo: {exc}", file=sys.stderr)

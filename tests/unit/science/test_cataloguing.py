@@ -56,9 +56,10 @@ def test_noise_alone_promotes_nothing_and_false_promotions_follow_the_fap():
     assert abs(loose - mean) < 4 * sd, (loose, mean)
 
 
-def test_sequential_looks_stay_within_the_union_bound():
-    """Promoting after every segment is N looks at correlated stacks: the chance of ever promoting
-    noise lies between one look's FAP and N times it (a caveat of a growing catalogue)."""
+def test_source_names_are_sticky_over_looks_but_bounded_by_the_union_bound():
+    """``promote`` keeps every name it ever gave (identity; whether a name is promoted now is
+    ``supported_sources``, tested in test_false_promotion): over N looks the names given to noise
+    lie between one look's FAP and N times it."""
     rng = np.random.default_rng(2)
     trials, n, fap = 200, 10, 0.02
     ever = 0

@@ -192,13 +192,16 @@ def test_inject_arguments() -> None:
 
 @pytest.mark.parametrize(
     ("source", "expected"),
-    [("AM CVn", 8.0), ("ES Cet", 4.5)],
+    [("AM CVn", 8.0), ("ES Cet", 4.5), ("V407 Vul", 2.0)],
 )
 def test_one_day_snr_matches_reference(simulators, source: str, expected: float) -> None:
+    """Within 2 % of the table (its values are rounded to 0.1: +-0.6 % at 8.0, +-2.5 % at 2.0).
+    HM Cnc is left out: its one-day entry (2.9) disagrees with this injection (3.005, 3.6 %)
+    while its one-week entry (7.2) agrees (7.234, 0.5 %); measured, not asserted."""
     dt = 5.0
     x, y, z = inject_binaries([by_name()[source]], t0=0.0, dt=dt, n=17280)
     snr = optimal_snr_ae(x, y, z, dt)
-    assert snr == pytest.approx(expected, rel=0.10), f"{source}: SNR {snr:.3f}"
+    assert snr == pytest.approx(expected, rel=0.02), f"{source}: SNR {snr:.3f}"
 
 
 def test_injection_is_continuous_across_starts_and_chunks(simulators) -> None:

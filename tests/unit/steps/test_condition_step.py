@@ -126,15 +126,20 @@ def test_one_day_of_noise_gives_one_conditioned_segment_matching_the_model(store
     for name, expected in zip("AET", xyz_to_aet(x, y, z), strict=True):
         np.testing.assert_array_equal(data[name], expected)
 
-    # The smooth PSD is the model times one level factor fitted to the day's Welch PSD:
-    # constant to rounding, and near 1. Over 200 simulated days that factor scatters by 3.1 %
-    # rms (unbiased), so 15 % is ~5 sigma; a wrong normalisation (x2, a lost dt) fails.
+    # The smooth A/E PSD is the model times a level plus a foreground of free amplitude >= 0
+    # (lisa_science.foreground): on instrument noise alone, the level is near 1 where the
+    # foreground is negligible (above 5 mHz), and the foreground adds little below. Over 200
+    # simulated days the level scatters by 3.1 % rms, so 15 % is ~5 sigma; a wrong
+    # normalisation (x2, a lost dt) fails.
     f = psd["f"]
-    band = (f > 1e-4) & (f < 2.5e-2)
+    band = (f > 5e-3) & (f < 2.5e-2)
+    low = (f > 5e-4) & (f < 3e-3)
     for name in ("A", "E"):
         level = psd[f"{name}_smooth"][band] / tdi_psd(f[band], name)
-        assert np.ptp(level) <= 1e-9 * level.mean()
+        assert np.ptp(level) <= 0.01 * level.mean()  # foreground G / S < 0.5 % above 5 mHz
         assert abs(level.mean() - 1) < 0.15, (name, level.mean())
+        near = psd[f"{name}_smooth"][low] / tdi_psd(f[low], name)
+        assert abs(near.mean() - 1) < 0.15, (name, near.mean())
 
     # Whitened by that PSD over [0.1, 25] mHz: white with PSD 2 dt, so variance
     # 2 dt (fmax - fmin) = 0.249. ~2150 cells of 2 dof give ~2 % scatter; 10 % is ~5 sigma.

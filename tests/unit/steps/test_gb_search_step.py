@@ -17,6 +17,7 @@ from lisa_pipeline.events import CandidatesGB, SegmentConditioned, SegmentTiming
 from lisa_pipeline.topics import CANDIDATES_GB, SEGMENTS_CONDITIONED
 from lisa_science.noise import tdi_psd
 from lisa_science.segments import xyz_to_aet
+from lisa_science.significance import grid_threshold
 from lisa_services.gb_search import service as gb_search
 
 from .test_condition_step import DAY, DT, SEGMENT_ID, N, noise_xyz, sinusoid_xyz
@@ -80,10 +81,12 @@ def test_a_strong_sinusoid_is_found_near_its_frequency(store: Store):
     seg = conditioned_segment(store, aet)
     found = search(seg)
 
-    # trials: unpadded Fourier bins k / T in [0.1, 20] mHz, 1728 - 9 + 1; the threshold is
-    # chi2_4's Bonferroni tail at fap / n_bins (computed here independently of the kernel)
+    # unpadded Fourier bins k / T in [0.1, 20] mHz, 1728 - 9 + 1; the threshold is the one of
+    # the maximum over the 3439 padded grid bins (lisa_science.significance, tested against
+    # simulation there): between Bonferroni over the independent and over the grid bins
     assert found.n_independent_bins == 1720
-    assert found.threshold == pytest.approx(stats.chi2.isf(0.01 / 1720, 4), rel=1e-9)
+    assert found.threshold == pytest.approx(grid_threshold(0.01, 4, 3439, 0.4565), rel=1e-4)
+    assert stats.chi2.isf(0.01 / 1720, 4) < found.threshold < stats.chi2.isf(0.01 / 3439, 4)
     assert (found.fmin_hz, found.fmax_hz, found.fap) == (1e-4, 2e-2, 0.01)
     assert (found.conditioned, found.psd) == (seg.data, seg.psd)  # for estimate downstream
 
