@@ -6,13 +6,13 @@ how many segments came before, so this row drives ``bench.inprocess.catalogue_st
 same calls as the service: load the statistic from the claim-check store, stack, promote, compute
 what changed, serialise the updates and the table value, rewrite the products when a source
 changed) with a drawn statistic per segment (chi-square, 4 degrees of freedom per bin, plus three
-loud bins: three sources, three estimates per segment), and reports the median CPU per segment over a
-window at the start (after 5 warm-up segments) and at the end, and the peak RSS.
+loud bins: three sources, three estimates per segment), and reports the median CPU per segment
+over a window at the start (after 5 warm-up segments) and at the end, and the process's RSS at
+both. ``python -m bench.catalog_growth N`` runs it in a process of its own and prints JSON.
 """
 
 from __future__ import annotations
 
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -50,10 +50,14 @@ def _event(i: int, ref, f: np.ndarray):
 
 def run_growth(segments: int, window: int = 30, log=print) -> dict:
     """Median CPU ms per segment of the catalogue over the first and the last ``window``."""
+    import psutil
+
     from bench.inprocess import Catalogue
     from choreo.store import Store
     from lisa_services.catalog.settings import CatalogSettings
 
+    me = psutil.Process()
+    rss_mib: dict[int, float] = {}
     rng = np.random.default_rng(20)
     with tempfile.TemporaryDirectory(prefix="catalog-growth-") as tmp:
         store = Store(f"file://{tmp}/store")
@@ -69,6 +73,8 @@ def run_growth(segments: int, window: int = 30, log=print) -> dict:
             c = time.process_time()
             catalogue.add(event)
             cpu_ms.append(1e3 * (time.process_time() - c))
+            if i + 1 in (WARM_UP + window, segments):
+                rss_mib[i + 1] = me.memory_info().rss / 2**20
             if (i + 1) % 500 == 0:
                 log(f"    catalogue growth: {i + 1} segments, {time.monotonic() - t0:.0f} s")
         # the first segments pay one-off costs (lazy imports, first HDF5 file): skipped
@@ -81,7 +87,9 @@ def run_growth(segments: int, window: int = 30, log=print) -> dict:
             "cpu_ms_last": last,
             "ratio": last / first,
             "sources": catalogue.sources(),
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rss_mib_first": rss_mib.get(WARM_UP + window, float("nan")),
+            "rss_mib_last": rss_mib[segments],
+            "peak_rss_mib": max(rss_mib.values()),
             "cpu_ms": [round(v, 3) for v in cpu_ms],
         }
 
@@ -90,6 +98,8 @@ if __name__ == "__main__":
     import json
     import sys
 
-    r = run_growth(int(sys.argv[1]) if len(sys.argv) > 1 else 365)
-    r.pop("cpu_ms")
-    print(json.dumps(r, indent=1))
+    r = run_growth(
+        int(sys.argv[1]) if len(sys.argv) > 1 else 365,
+        log=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
+    print(json.dumps(r))

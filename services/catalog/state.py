@@ -59,7 +59,7 @@ from numpy.typing import NDArray
 from choreo.errors import PermanentError
 from choreo.store import ArrayRef
 from lisa_pipeline.events import CatalogSource, SourceEstimate, SourceEstimates
-from lisa_science.cataloguing import Estimate, promote, summarise
+from lisa_science.cataloguing import Estimate, associate, promote, summarise
 from lisa_science.stacking import stacked_fap
 from lisa_services.catalog.settings import CatalogSettings
 
@@ -305,7 +305,7 @@ class GridStack:
         """The state with one more segment (NaN bins, where the PSD was unknown, not counted)."""
         ok = np.isfinite(stat)
         links = (*self.traceparents, traceparent) if traceparent else self.traceparents
-        return replace(
+        added = replace(
             self,
             total=self.total + np.where(ok, stat, 0.0),
             count=self.count + ok,
@@ -314,6 +314,7 @@ class GridStack:
             estimates=(*self.estimates, *estimates),
             origins={**self.origins, segment_id: Origin(statistic, traceparent)},
         )
+        return added._carry_association(self)  # its estimates begin with this state's
 
     def statistic_of(self, segment_id: str) -> ArrayRef:
         """The statistic a retraction of ``segment_id`` subtracts (it must be counted here)."""
@@ -392,7 +393,8 @@ class GridStack:
             merge_bins,
         )
         promoted = replace(self, sources=sources)
-        return replace(promoted, status=promoted.settled_status(fap, merge_bins, demote))
+        settled = replace(promoted, status=promoted.settled_status(fap, merge_bins, demote))
+        return settled._carry_association(self)  # same estimates
 
     def significant_near(self, fap: float, merge_bins: int) -> set[str]:
         """Sources with a significant bin within ``merge_bins`` of their own."""
@@ -435,6 +437,34 @@ class GridStack:
             self._memo[memo] = self._catalogue(association_bins)
         return list(self._memo[memo])
 
+    def _carry_association(self, previous: GridStack) -> GridStack:
+        """Take over ``previous``'s association of estimates to sources, when this state's
+        estimates begin with ``previous``'s (``add``, ``promote``): ``association`` then
+        associates only the estimates after them."""
+        for key, value in previous._memo.items():
+            if isinstance(key, tuple) and key[0] in ("association", "association-base"):
+                base = ("association-base", key[1])
+                if key[0] == "association" or base not in self._memo:
+                    self._memo[base] = value
+        return self
+
+    def association(self, radius: int) -> dict[str, list[Estimate]]:
+        """``associate(f, sources, estimates, radius)``, extending the previous state's when
+        the sources are the same (each estimate goes to its nearest source on its own, so the
+        lists are the same as one pass over every estimate), instead of a pass over all the
+        estimates so far at every segment."""
+        key = ("association", radius)
+        if key not in self._memo:
+            sources = dict(self.sources or {})
+            base = self._memo.get(("association-base", radius))
+            if base is not None and base[0] == sources and base[1] <= len(self.estimates):
+                new = associate(self.f, sources, self.estimates[base[1] :], radius)
+                attached = {sid: base[2][sid] + new[sid] for sid in sources}
+            else:
+                attached = associate(self.f, sources, self.estimates, radius)
+            self._memo[key] = (sources, len(self.estimates), attached)
+        return self._memo[key][2]
+
     def _catalogue(self, association_bins: int) -> list[CatalogSource]:
         contributing = sorted(self.segments)
         retracted = sorted(self.retracted)
@@ -462,6 +492,7 @@ class GridStack:
                 self.sources or {},
                 self.estimates,
                 association_bins,
+                attached=self.association(association_bins),
             )
         ]
 

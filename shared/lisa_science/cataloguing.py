@@ -214,12 +214,16 @@ def summarise(
     estimates: Iterable[Estimate],
     radius: int = ASSOCIATION_BINS,
     dof_per_segment: int = DOF,
+    attached: Mapping[str, list[Estimate]] | None = None,
 ) -> list[SourceSummary]:
-    """Every catalogued source as the current stack and estimates describe it, by frequency."""
+    """Every catalogued source as the current stack and estimates describe it, by frequency.
+    ``attached``: ``associate(f, sources, estimates, radius)`` when the caller has it already
+    (the catalogue extends the previous segment's with the new estimates only)."""
     f = np.asarray(f, dtype=np.float64)
     total = np.asarray(total, dtype=np.float64)
     count = np.asarray(count)
-    attached = associate(f, sources, estimates, radius)
+    if attached is None:
+        attached = associate(f, sources, estimates, radius)
     bin_width = float(f[1] - f[0]) if f.size > 1 else float("nan")
     out = []
     for sid, k in sources.items():
