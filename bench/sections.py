@@ -244,7 +244,14 @@ def choreography_vs_in_process(state: State) -> Section:
     return run
 
 
-PROCESSES = ("ingest", "condition", "gb-search", "estimate", "catalog", "kafka-broker")
+PROCESSES = {
+    "ingest (bench process)": "ingest",
+    "condition": "condition",
+    "gb-search": "gb-search",
+    "estimate": "estimate",
+    "catalog": "catalog",
+    "kafka-broker": "broker",
+}
 
 
 def _limits(state: State, size: int, a, b: dict, out: dict) -> list[Row]:
@@ -268,7 +275,7 @@ def _limits(state: State, size: int, a, b: dict, out: dict) -> list[Row]:
             )
         )
     services = b.get("services", {})
-    cpu = {k: services[k]["cpu_ms_per_segment"] for k in PROCESSES if k in services}
+    cpu = {v: services[k]["cpu_ms_per_segment"] for k, v in PROCESSES.items() if k in services}
     limits["cpu_ms_per_segment"] = cpu
     rows.append(
         Row(
@@ -278,7 +285,7 @@ def _limits(state: State, size: int, a, b: dict, out: dict) -> list[Row]:
     )
     free = b["machine"]["cores"] - b["machine"]["others_cores"]
     total_ms = 1e3 * b["cpu_s_total"] / a.segments
-    busiest = max((v for k, v in cpu.items() if k != "kafka-broker"), default=0.0)
+    busiest = max((v for k, v in cpu.items() if k != "broker"), default=0.0)
     if free > 0 and total_ms > 0 and busiest > 0:
         ideal = min(1e3 * free / total_ms, 1e3 / busiest)
         limits.update(ideal_segments_per_s=ideal, free_cores=free, cpu_ms_per_segment_all=total_ms)
