@@ -8,7 +8,10 @@ shuffled order), and read back by the same consumer here:
   each record untouched with a plain aiokafka producer -> topic -> consume (a hop, bare);
 - ``runtime``: the same hop through a step run by ``choreo.runner`` in its own process (decode and
   validate the CloudEvent and its pydantic body, CONSUMER and PRODUCER spans, handler in a worker
-  thread, acks=all idempotent producer, wait for the acks, commit, then the next batch).
+  thread, acks=all idempotent producer; a batch's acks and commit settle while the next batch is
+  fetched and handled);
+- ``runtime_serial``: the same runtime with ``LISA_STEP_SETTLE_BEHIND=false``, the former cycle
+  (wait for the acks, commit, then the next batch): the change measured side by side.
 
 The body is a real ``SegmentRaw`` event (~1 KB of JSON, the CloudEvents headers beside it), so
 decoding and validation cost what they cost in the pipeline.
@@ -37,26 +40,41 @@ from choreo.topology import TopicSpec, ensure_topics
 from lisa_pipeline.events import SegmentRaw, SegmentTiming
 
 RUNTIME_IN, RUNTIME_OUT = "bench.hop.runtime.in", "bench.hop.runtime.out"
+SERIAL_IN, SERIAL_OUT = "bench.hop.serial.in", "bench.hop.serial.out"
 ECHO_IN, ECHO_OUT = "bench.hop.echo.in", "bench.hop.echo.out"
 BARE = "bench.hop.bare"
 PARTITIONS = 3
-PATHS = {"bare": (BARE, BARE), "echo": (ECHO_IN, ECHO_OUT), "runtime": (RUNTIME_IN, RUNTIME_OUT)}
-
-step = Step(
-    "bench-hop",
-    consumes=[Consumes(RUNTIME_IN, SegmentRaw)],
-    produces=[Produces(RUNTIME_OUT, SegmentRaw)],
-    description="forwards raw segments unchanged: one hop of the runtime, nothing else",
-)
+PATHS = {
+    "bare": (BARE, BARE),
+    "echo": (ECHO_IN, ECHO_OUT),
+    "runtime": (RUNTIME_IN, RUNTIME_OUT),
+    "runtime_serial": (SERIAL_IN, SERIAL_OUT),
+}
 
 
-@step.handler
-def forward(event: Envelope[SegmentRaw]) -> list[Emit]:
-    return [Emit(RUNTIME_OUT, event.data)]
+def forwarding_step(name: str, topic_in: str, topic_out: str) -> Step:
+    """A step that forwards raw segments unchanged: one hop of the runtime, nothing else."""
+    step = Step(
+        name,
+        consumes=[Consumes(topic_in, SegmentRaw)],
+        produces=[Produces(topic_out, SegmentRaw)],
+        description="forwards raw segments unchanged: one hop of the runtime, nothing else",
+    )
+
+    @step.handler
+    def forward(event: Envelope[SegmentRaw]) -> list[Emit]:
+        return [Emit(topic_out, event.data)]
+
+    return step
+
+
+step = forwarding_step("bench-hop", RUNTIME_IN, RUNTIME_OUT)
+serial_step = forwarding_step("bench-hop-serial", SERIAL_IN, SERIAL_OUT)
 
 
 def topics() -> list[TopicSpec]:
     names = [BARE, ECHO_IN, ECHO_OUT, RUNTIME_IN, RUNTIME_OUT, RUNTIME_IN + ".dlq"]
+    names += [SERIAL_IN, SERIAL_OUT, SERIAL_IN + ".dlq"]
     return [TopicSpec(n, partitions=PARTITIONS, retention_ms=3_600_000) for n in names]
 
 
@@ -125,10 +143,10 @@ async def _echo(settings: KafkaSettings) -> None:
 
 
 def serve(mode: str) -> int:
-    if mode == "runtime":
+    if mode in ("runtime", "runtime_serial"):
         from choreo.runner import run_step
 
-        return run_step(step)
+        return run_step(step if mode == "runtime" else serial_step)
     asyncio.run(_echo(KafkaSettings()))
     return 0
 
@@ -138,6 +156,8 @@ def serve(mode: str) -> int:
 
 def _start(mode: str, env: dict[str, str], log: Path) -> subprocess.Popen:
     root = Path(__file__).resolve().parents[1]
+    if mode == "runtime_serial":
+        env = {**env, "LISA_STEP_SETTLE_BEHIND": "false"}
     with open(log, "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "bench.hop", mode],
@@ -248,14 +268,19 @@ def run_hops(bootstrap: str, workdir: Path, n: int, rate_hz: float, log=print) -
         "OTEL_METRICS_EXPORTER": "none",
         "LISA_METRICS_PORT": "",
     }
-    logs = {m: workdir / f"hop-{m}.log" for m in ("runtime", "echo")}
+    logs = {m: workdir / f"hop-{m}.log" for m in ("runtime", "runtime_serial", "echo")}
     procs = {m: _start(m, env, logs[m]) for m in logs}
     try:
         # WARNING hides "step started": wait for the runtime's group via a probe message instead
         _wait_log(procs["echo"], logs["echo"], "echo assigned")
         asyncio.run(_warm_up(settings))
-        log(f"  hops: {n} messages per path at {rate_hz:g} Hz (bare, echo, runtime)")
+        log(f"  hops: {n} messages per path at {rate_hz:g} Hz ({', '.join(PATHS)})")
+        import psutil
+
+        handles = {m: psutil.Process(p.pid) for m, p in procs.items()}
+        cpu0 = {m: _cpu(h) for m, h in handles.items()}
         lat = asyncio.run(_measure(settings, n, rate_hz))
+        cpu = {m: 1e3 * (_cpu(h) - cpu0[m]) / n for m, h in handles.items()}
     finally:
         for p in procs.values():
             p.send_signal(signal.SIGTERM)
@@ -265,12 +290,18 @@ def run_hops(bootstrap: str, workdir: Path, n: int, rate_hz: float, log=print) -
             except subprocess.TimeoutExpired:
                 p.kill()
     result = {name: percentiles([1e3 * v for v in values]) for name, values in lat.items()}
+    result["cpu_ms_per_message"] = cpu
     result["n"] = n
     result["rate_hz"] = rate_hz
     result["body_bytes"] = len(sample_event(0)[1])
     result["header_bytes"] = sum(len(k) + len(v) for k, v in sample_event(0)[2])
     result["samples_ms"] = {k: [round(1e3 * v, 3) for v in vs] for k, vs in lat.items()}
     return result
+
+
+def _cpu(proc) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
 
 
 async def _warm_up(settings: KafkaSettings, timeout_s: float = 120) -> None:

@@ -51,9 +51,7 @@ class InProcessResult:
 def run_in_process(data: Dataset, store_uri: str, products_dir: Path) -> InProcessResult:
     from choreo import Envelope
     from choreo.store import Store
-    from lisa_services.catalog.products import write_products
     from lisa_services.catalog.settings import CatalogSettings
-    from lisa_services.catalog.state import decode_state, grid_key, stack_segment
     from lisa_services.condition import service as condition_step
     from lisa_services.estimate import service as estimate_step
     from lisa_services.gb_search import service as search_step
@@ -64,9 +62,8 @@ def run_in_process(data: Dataset, store_uri: str, products_dir: Path) -> InProce
     # the handlers' module-level stores, pointed at this run's store
     for module in (condition_step, search_step, estimate_step):
         module.STORE = store
-    catalog = CatalogSettings()
+    catalogue = Catalogue(store, CatalogSettings(), products_dir)
     spent = dict.fromkeys(STEPS, 0.0)
-    table: dict[str, dict] = {}
 
     wall0, cpu0 = time.perf_counter(), time.process_time()
     t = time.perf_counter()
@@ -83,27 +80,58 @@ def run_in_process(data: Dataset, store_uri: str, products_dir: Path) -> InProce
         t3 = time.perf_counter()
         (estimates,) = estimate_step.estimate(Envelope.root(candidates.data, source="gb-search"))
         t4 = time.perf_counter()
-        # the catalogue: its broker-free core, then what Catalog._persist does, minus the broker
-        est = estimates.data
-        key = grid_key(est)
-        stack = decode_state(table.get(key))
-        arrays = store.get(est.statistic, ["f", "stat"])
-        stack = stack_segment(stack, est, arrays["f"], arrays["stat"], None, catalog)
-        changed = stack.changed(catalog.association_bins)
-        for body in changed:  # what publishing serialises
-            body.model_dump_json()
-        table[key] = json.loads(json.dumps(stack.mark_published(changed).to_json()))
-        if changed:
-            bodies = [
-                b
-                for v in table.values()
-                for b in decode_state(v).catalogue(catalog.association_bins)
-            ]
-            write_products(bodies, products_dir, store)
+        catalogue.add(estimates.data)
         t5 = time.perf_counter()
         for name, dt in zip(STEPS, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
             spent[name] += dt
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
-    n_sources = sum(len(decode_state(v).sources or {}) for v in table.values())
-    return InProcessResult(len(plan.bounds), plan.bounds[0][1], wall, cpu, spent, n_sources)
+    return InProcessResult(
+        len(plan.bounds), plan.bounds[0][1], wall, cpu, spent, catalogue.sources()
+    )
+
+
+class Catalogue:
+    """The catalogue's stacking exactly as ``lisa_services.catalog.service.Catalog`` does it,
+    minus the broker: dicts stand for its two faust tables (grid heads, segment entries), each
+    write serialised to JSON as the changelog does, and the state decoded once per write."""
+
+    def __init__(self, store, settings, products_dir: Path) -> None:
+        self.store = store
+        self.settings = settings
+        self.products_dir = products_dir
+        self.table: dict[str, dict] = {}
+        self.entries: dict[str, dict] = {}
+        self.decoded: dict[str, object] = {}
+
+    def add(self, est) -> None:
+        from lisa_services.catalog.products import write_products
+        from lisa_services.catalog.state import PROMOTED, entry_key, grid_key, stack_segment
+
+        catalog = self.settings
+        key = grid_key(est)
+        stack = self.decoded.get(key)
+        arrays = self.store.get(est.statistic, ["f", "stat"])
+        stack = stack_segment(stack, est, arrays["f"], arrays["stat"], None, catalog)
+        changed = stack.changed(catalog.association_bins)
+        for body in changed:  # what publishing serialises, and the update's id
+            body.model_dump_json()
+            stack.version()
+        stack = stack.mark_published(changed)
+        segment_id = est.timing.segment_id
+        entry, head = stack.segment_entry(segment_id), stack.head_json()
+        json.dumps(entry), json.dumps(head)  # the two changelog records
+        self.entries[entry_key(key, segment_id)] = entry
+        self.table[key] = head
+        self.decoded[key] = stack
+        if changed:
+            bodies = [
+                b
+                for s in self.decoded.values()
+                for b in s.catalogue(catalog.association_bins)
+                if b.status == PROMOTED
+            ]
+            write_products(bodies, self.products_dir, self.store)
+
+    def sources(self) -> int:
+        return sum(len(s.sources or {}) for s in self.decoded.values())

@@ -72,6 +72,43 @@ def run_kernel(n: int = 17_280, dt: float = 5.0, rounds: int = 15, number: int =
     }
 
 
+WELCH_S = 4 * 3600.0  # condition's default Welch segment (LISA_CONDITION_WELCH_SEGMENT_S)
+
+
+def run_chain_floor(
+    n: int = 17_280, dt: float = 5.0, rounds: int = 15, number: int = 10
+) -> dict[str, float]:
+    """The FFT work the whole chain cannot avoid on one daily segment, in ms, per step:
+
+    - condition: one Welch estimate per TDI channel (A, E, T): an rfft of each of its
+      half-overlapping 4-hour segments (11 of 2880 samples in a day);
+    - gb-search: the search's two rffts (A, E) at the zero-padded length;
+    - estimate: the data's spectrum once per channel (A, E): two rffts of the day (the fit of
+      each candidate then works in a band of a few dozen bins).
+
+    Timed as numpy computes them (best of ``number``, median over ``rounds``)."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, n))
+    per = round(WELCH_S / dt)
+    starts = range(0, n - per + 1, per // 2)
+    welch = np.stack([x[:, s : s + per] for s in starts], axis=1)  # (3, 11, 2880)
+    parts: dict[str, Callable[[], object]] = {
+        "condition": lambda: np.fft.rfft(welch, axis=-1),
+        "gb-search": lambda: np.fft.rfft(x[:2], n=PAD * n, axis=-1),
+        "estimate": lambda: np.fft.rfft(x[:2], axis=-1),
+    }
+    for fn in parts.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in parts}
+    for _ in range(rounds):
+        for k, fn in parts.items():
+            times[k].append(_best(fn, number))
+    out = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    out["total"] = sum(out.values())
+    out["welch_segments"] = len(starts)
+    return out
+
+
 if __name__ == "__main__":
     import json
 

@@ -90,6 +90,39 @@ def plots(out: Path, report: dict) -> list[str]:
         ax.grid(alpha=0.3)
         save(fig, "hop_latency.png")
 
+    growth = report.get("catalogue_growth", {})
+    if "cpu_ms" in growth:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        cpu = growth["cpu_ms"]
+        k = max(1, len(cpu) // 200)  # a running median over k segments, ~200 points
+        xs = list(range(k, len(cpu) + 1, k))
+        ax.plot(xs, [sorted(cpu[x - k : x])[k // 2] for x in xs], lw=1)
+        ax.set_ylim(0, 3 * growth["cpu_ms_first"])
+        ax.set_xlabel("segments already stacked")
+        ax.set_ylabel("catalogue CPU ms per segment")
+        ax.set_title("Catalogue cost as it grows (in-process path)")
+        ax.grid(alpha=0.3)
+        save(fig, "catalogue_growth.png")
+
+    cmp = report.get("choreography_vs_in_process", {})
+    limits = {s: v["limits"] for s, v in cmp.items() if isinstance(v, dict) and "limits" in v}
+    if limits:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        sizes = list(limits)
+        names = list(limits[sizes[-1]]["cpu_ms_per_segment"])
+        bottom = [0.0] * len(sizes)
+        for name in names:
+            values = [limits[s]["cpu_ms_per_segment"].get(name, 0.0) for s in sizes]
+            ax.bar([f"{s} segments" for s in sizes], values, 0.5, bottom=bottom, label=name)
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+        for i, s in enumerate(sizes):
+            a_ms = cmp[s]["in_process"]["cpu_s"] * 1e3 / cmp[s]["in_process"]["segments"]
+            ax.plot([i - 0.3, i + 0.3], [a_ms, a_ms], "k--", lw=1)
+        ax.set_ylabel("CPU ms per segment")
+        ax.set_title("CPU per segment by process (dashed: in-process)")
+        ax.legend(fontsize=7)
+        save(fig, "cpu_per_segment.png")
+
     e2e = report.get("end_to_end", {})
     if "per_segment" in e2e:
         fig, ax = plt.subplots(figsize=(6, 3.6))

@@ -6,6 +6,7 @@ Sections (keys of the JSON report):
 - ``hop``: produce -> consume latency of one runtime hop beside plain aiokafka;
 - ``choreography_vs_in_process``: the same kernels on the same data, (a) sequentially in one
   process without Kafka, (b) through every service as its own process on the broker;
+- ``catalogue_growth``: the catalogue's CPU per segment and RSS from 35 to 3650 segments, alone;
 - ``end_to_end``: raw segment published -> catalogue updated, at a steady input rate;
 - ``tracing``: throughput with spans exported to Zipkin against tracing disabled;
 - ``scaling``: the slowest step with 1 and 2 replicas; throughput and peak RSS per service as the
@@ -44,6 +45,7 @@ SECTIONS = (
     "kernel",
     "hop",
     "choreography_vs_in_process",
+    "catalogue_growth",
     "end_to_end",
     "tracing",
     "scaling",
@@ -61,6 +63,7 @@ class Config:
         self.tracing_days, self.tracing_reps = (3, 1) if smoke else (60, 2)
         self.scaling_backlog = 6 if smoke else 120
         self.kernel_rounds = 3 if smoke else 15
+        self.growth_segments = 40 if smoke else 3650  # the catalogue alone: ten years, daily
         # smoke: the defaults only, one step, one round (the former configuration waits 30 s)
         self.recovery_modes = ("after",) if smoke else ("before", "after")
         self.recovery_steps = ("condition",) if smoke else PIPELINE_STEPS

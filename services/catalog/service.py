@@ -107,9 +107,11 @@ from lisa_services.catalog.state import (
     RetractionLedger,
     decode_ledger,
     decode_state,
+    entry_key,
     grid_key,
     grid_partition,
     is_grid_key,
+    is_head,
     ledger_key,
     retract_segment,
     stack_segment,
@@ -222,6 +224,16 @@ class Catalog:
             help="grid key -> GridStack JSON: per-bin sums, counted segment ids, sources; "
             "~retractions/<partition> -> the retracted segment ids of that partition",
         )
+        self.entries = self.app.Table(
+            "entries",
+            default=None,
+            partitions=self.settings.partitions,
+            help="<grid key>|<segment id> -> a counted segment's statistic reference, trace "
+            "context and estimates (the grid's head in ``stacks`` lists the counted ones)",
+        )
+        # grid key -> (the table value it was decoded from, the state): a segment decodes only
+        # what it changes, not every counted segment's entry again
+        self._decoded: dict[str, tuple[Any, GridStack]] = {}
         self.app.agent(self.source_topic, name=f"{self.app_id}.route")(self._route)
         self.app.agent(self.retraction_topic, name=f"{self.app_id}.retract")(self._broadcast)
         # agent 4: the refine step's physical parameters, merged into the products (no table:
@@ -295,10 +307,33 @@ class Catalog:
                 continue
             if partition is not None and grid_partition(key, self.settings.partitions) != partition:
                 continue
-            stack = decode_state(value)
+            stack = self._decode(key, value)
             if stack is not None:
                 out.append((key, stack))
         return out
+
+    def _decode(self, key: str, value: Any) -> GridStack | None:
+        """The grid's state from its table value (and, for a head, its segments' entries),
+        decoded once per value written."""
+        cached = self._decoded.get(key)
+        if cached is not None and cached[0] is value:
+            return cached[1]
+        entries = None
+        if is_head(value):
+            entries = {sid: self.entries.get(entry_key(key, sid)) for sid in value["segments"]}
+        stack = decode_state(value, entries)
+        if stack is not None:
+            self._decoded[key] = (value, stack)
+        return stack
+
+    def _write(self, key: str, stack: GridStack, counted: str | None) -> None:
+        """The grid's new state: the entry of the segment it now counts (``counted``) first,
+        then the head, the commit point (``state``)."""
+        if counted is not None:
+            self.entries[entry_key(key, counted)] = stack.segment_entry(counted)
+        head = stack.head_json()
+        self.stacks[key] = head
+        self._decoded[key] = (head, stack)
 
     # -- pause and resume --------------------------------------------------------------------
 
@@ -574,7 +609,7 @@ class Catalog:
         data: SourceEstimates = envelope.data
         segment_id = data.timing.segment_id
         span.set_attributes({"lisa.grid": key, "lisa.segment_id": segment_id})
-        stack = decode_state(self.stacks.get(key))
+        stack = self._decode(key, self.stacks.get(key))
         if stack is not None and segment_id in stack.segments:
             span.set_attribute("lisa.duplicate", True)
             log.info("segment already counted, ignored", segment_id=segment_id, grid=key)
@@ -678,14 +713,15 @@ class Catalog:
         await asyncio.gather(*deliveries)
         if self.settings.delay_s:
             await asyncio.sleep(self.settings.delay_s)
-        self.stacks[key] = stack.mark_published(changed).to_json()
-        span.set_attributes({"lisa.n_segments": len(stack.segments), "lisa.updates": len(changed)})
         if isinstance(envelope.data, SegmentRetracted):
             segment_id, what = envelope.data.segment_id, "grid without a retracted segment"
+            counted = False
         else:
             segment_id = envelope.data.timing.segment_id
             counted = segment_id in stack.segments  # else refused: retracted before it came
             what = "segment stacked" if counted else "grid lists a retracted segment"
+        self._write(key, stack.mark_published(changed), segment_id if counted else None)
+        span.set_attributes({"lisa.n_segments": len(stack.segments), "lisa.updates": len(changed)})
         log.info(
             what,
             segment_id=segment_id,

@@ -29,10 +29,23 @@ Retraction, a compensation (``lisa.segment.retracted.v1``), is pure here too:
 State version 2 adds ``origins``, ``retracted`` and ``status``. A version-1 value is read as is
 (migrated on its next write): its segments have no origin, so retracting one of them is refused
 with ``retraction-unsupported`` (its statistic reference was never kept); anything else works.
+
+Version 3 (the catalog service's table) keeps the per-segment part apart, so that a segment's
+table writes cost the same at the 3650th segment as at the first, and the grid's value stays far
+under the broker's record limit (a version-2 value of ten years of daily segments, their
+estimates and statistic references, would be ~2.3 MB): the grid's value is its *head* (the
+per-bin sums as base64 float64/int64, the counted ids, sources, what was published, status,
+retractions: ``head_json``), and each counted segment has an *entry* of its own (its origin and
+its estimates, ``segment_entry``, under ``entry_key(grid, segment)`` in a second table). The head
+is the commit point: a segment's entry is written first, then the head that counts it; a crash
+in between leaves an entry no head lists, which the replay writes again. A retracted segment's
+entry is left behind (no head lists it: it is never read). Version 2 (``to_json``, whole) is
+still what the orchestrated mode keeps and what ``from_json`` reads.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -48,6 +61,7 @@ from choreo.store import ArrayRef
 from lisa_pipeline.events import CatalogSource, SourceEstimate, SourceEstimates
 from lisa_science.cataloguing import (
     Estimate,
+    associate,
     grid_pad,
     grid_trials,
     promote,
@@ -58,8 +72,10 @@ from lisa_science.cataloguing import (
 from lisa_services.catalog.settings import CatalogSettings
 
 STATE_VERSION = 2
-READABLE_VERSIONS = (1, 2)
-"""Version 1 (before retraction) is migrated on read; anything else is refused."""
+HEAD_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+"""Version 1 (before retraction) is migrated on read; 3 is a head with its segment entries;
+anything else is refused."""
 
 PROMOTED, DEMOTED, RETRACTED = "promoted", "demoted", "retracted"
 
@@ -75,6 +91,23 @@ def grid_key(event: SourceEstimates) -> str:
     if shapes["f"] != shapes["stat"]:
         raise PermanentError("bad-statistic", f"f {shapes['f']} and stat {shapes['stat']} differ")
     return f"dt{event.timing.dt!r}-n{event.timing.n_samples}-f{shapes['f'][0]}"
+
+
+def entry_key(grid: str, segment_id: str) -> str:
+    """The key of a counted segment's entry (origin and estimates) in the entries table."""
+    return f"{grid}|{segment_id}"
+
+
+def _pack(array: NDArray[Any], dtype: str) -> str:
+    """An array as base64 of its little-endian bytes: exact, and ~100x cheaper to encode and
+    decode than a JSON list of its numbers."""
+    return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode()
+
+
+def _unpack(value: Any, dtype: str) -> NDArray[Any]:
+    if isinstance(value, str):
+        return np.frombuffer(base64.b64decode(value), dtype=dtype).astype(dtype[1:])
+    return np.asarray(value, dtype=dtype[1:])
 
 
 def ledger_key(partition: int) -> str:
@@ -101,6 +134,10 @@ def to_estimate(segment_id: str, est: SourceEstimate) -> Estimate:
         amplitude=math.sqrt((est.amplitude_a**2 + est.amplitude_e**2) / 2),
         snr=est.snr,
     )
+
+
+def _estimate_row(e: Estimate) -> list[Any]:
+    return [e.segment_id, e.frequency_hz, e.sigma_frequency_hz, e.amplitude, e.snr]
 
 
 def _digest(body: CatalogSource) -> str:
@@ -142,6 +179,9 @@ class GridStack:
     """segments retracted from this grid: subtracted, or refused because retracted first."""
     status: dict[str, str] = field(default_factory=dict)
     """source id -> demoted | retracted; a source absent here is promoted."""
+    _memo: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """catalogue() and version() of this state, computed once (the service asks for both
+    several times per segment; ``replace`` starts every new state with an empty one)."""
 
     @classmethod
     def new(cls, f: NDArray[np.float64], n_independent_bins: int) -> GridStack:
@@ -155,29 +195,79 @@ class GridStack:
         )
 
     @classmethod
-    def from_json(cls, value: dict[str, Any]) -> GridStack:
+    def from_json(cls, value: dict[str, Any], entries: dict[str, Any] | None = None) -> GridStack:
+        """A whole value (versions 1, 2), or a head (version 3) with the entries of its counted
+        segments (segment id -> ``segment_entry``)."""
         version = value.get("version")
         if version not in READABLE_VERSIONS:
             raise ValueError(
                 f"catalogue state version {version} unsupported (this catalogue reads "
                 f"{', '.join(map(str, READABLE_VERSIONS))}): run the matching release"
             )
+        segments = tuple(value["segments"])
+        if version == HEAD_VERSION:
+            entries = entries or {}
+            missing = [sid for sid in segments if entries.get(sid) is None]
+            if missing:
+                raise ValueError(f"catalogue state: no entry for counted segments {missing[:3]}")
+            rows = [e for sid in segments for e in entries[sid]["estimates"]]
+            origins = {sid: entries[sid]["origin"] for sid in segments}
+        else:
+            rows = value["estimates"]
+            origins = value.get("origins", {})
         return cls(
-            f=np.asarray(value["f"], dtype=np.float64),
+            f=_unpack(value["f"], "<f8"),
             n_independent_bins=int(value["n_independent_bins"]),
-            total=np.asarray(value["total"], dtype=np.float64),
-            count=np.asarray(value["count"], dtype=np.int64),
-            segments=tuple(value["segments"]),
+            total=_unpack(value["total"], "<f8"),
+            count=_unpack(value["count"], "<i8"),
+            segments=segments,
             traceparents=tuple(value["traceparents"]),
-            estimates=tuple(Estimate(*e) for e in value["estimates"]),
+            estimates=tuple(Estimate(*e) for e in rows),
             sources=dict(value["sources"]),
             published=dict(value["published"]),
             # version 1 kept none of these: no origin (no retraction of those segments), no
             # retraction, every source promoted
-            origins={k: Origin.from_json(v) for k, v in value.get("origins", {}).items()},
+            origins={k: Origin.from_json(v) for k, v in origins.items() if v is not None},
             retracted=tuple(value.get("retracted", ())),
             status=dict(value.get("status", {})),
         )
+
+    def head_json(self) -> dict[str, Any]:
+        """The grid's value in the catalog service's table (version 3): everything but the
+        per-segment entries; its size grows only by one id per counted segment."""
+        return {
+            "version": HEAD_VERSION,
+            "f": _pack(self.f, "<f8"),
+            "n_independent_bins": self.n_independent_bins,
+            "total": _pack(self.total, "<f8"),
+            "count": _pack(self.count, "<i8"),
+            "segments": list(self.segments),
+            "traceparents": list(self.traceparents),
+            "sources": dict(self.sources or {}),
+            "published": dict(self.published or {}),
+            "retracted": list(self.retracted),
+            "status": dict(self.status),
+        }
+
+    def segment_entry(self, segment_id: str) -> dict[str, Any]:
+        """A counted segment's entry: its origin and its estimates (version 3)."""
+        origin = self.origins.get(segment_id)
+        return {
+            "origin": origin.to_json() if origin is not None else None,
+            "estimates": [_estimate_row(e) for e in self._estimates_of(segment_id)],
+        }
+
+    def _estimates_of(self, segment_id: str) -> list[Estimate]:
+        """The segment's estimates; those of the segment added last are the tail, found
+        without a pass over every estimate."""
+        if self.segments and self.segments[-1] == segment_id:
+            tail: list[Estimate] = []
+            for e in reversed(self.estimates):
+                if e.segment_id != segment_id:
+                    break
+                tail.append(e)
+            return tail[::-1]
+        return [e for e in self.estimates if e.segment_id == segment_id]
 
     def to_json(self) -> dict[str, Any]:
         """Lists and scalars only: the table's JSON serializer round-trips floats exactly."""
@@ -189,10 +279,7 @@ class GridStack:
             "count": self.count.tolist(),
             "segments": list(self.segments),
             "traceparents": list(self.traceparents),
-            "estimates": [
-                [e.segment_id, e.frequency_hz, e.sigma_frequency_hz, e.amplitude, e.snr]
-                for e in self.estimates
-            ],
+            "estimates": [_estimate_row(e) for e in self.estimates],
             "sources": dict(self.sources or {}),
             "published": dict(self.published or {}),
             "origins": {k: o.to_json() for k, o in self.origins.items()},
@@ -226,7 +313,7 @@ class GridStack:
         """The state with one more segment (NaN bins, where the PSD was unknown, not counted)."""
         ok = np.isfinite(stat)
         links = (*self.traceparents, traceparent) if traceparent else self.traceparents
-        return replace(
+        added = replace(
             self,
             total=self.total + np.where(ok, stat, 0.0),
             count=self.count + ok,
@@ -235,6 +322,7 @@ class GridStack:
             estimates=(*self.estimates, *estimates),
             origins={**self.origins, segment_id: Origin(statistic, traceparent)},
         )
+        return added._carry_association(self)  # its estimates begin with this state's
 
     def statistic_of(self, segment_id: str) -> ArrayRef:
         """The statistic a retraction of ``segment_id`` subtracts (it must be counted here)."""
@@ -319,7 +407,8 @@ class GridStack:
             coherence=coherence,
         )
         promoted = replace(self, sources=sources)
-        return replace(promoted, status=promoted.settled_status(fap, merge_bins))
+        settled = replace(promoted, status=promoted.settled_status(fap, merge_bins))
+        return settled._carry_association(self)  # same estimates
 
     def significant_near(self, fap: float, merge_bins: int) -> set[str]:
         """Sources with a significant bin within ``merge_bins`` of their own."""
@@ -341,14 +430,50 @@ class GridStack:
     def version(self) -> str:
         """Names the set of stacked (and retracted) segments: a recomputation after a crash
         gives the same, so an update replayed repeats its id."""
-        text = "\n".join(sorted(self.segments))
-        if self.retracted:
-            text += "\n-retracted-\n" + "\n".join(sorted(self.retracted))
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        return f"{len(self.segments)}-{digest[:16]}"
+        if "version" not in self._memo:
+            text = "\n".join(sorted(self.segments))
+            if self.retracted:
+                text += "\n-retracted-\n" + "\n".join(sorted(self.retracted))
+            digest = hashlib.sha256(text.encode()).hexdigest()
+            self._memo["version"] = f"{len(self.segments)}-{digest[:16]}"
+        return self._memo["version"]
 
     def catalogue(self, association_bins: int) -> list[CatalogSource]:
         """Every source of the grid, withdrawn ones included, each with its status."""
+        memo = ("catalogue", association_bins)
+        if memo not in self._memo:
+            self._memo[memo] = self._catalogue(association_bins)
+        return list(self._memo[memo])
+
+    def _carry_association(self, previous: GridStack) -> GridStack:
+        """Take over ``previous``'s association of estimates to sources, when this state's
+        estimates begin with ``previous``'s (``add``, ``promote``): ``association`` then
+        associates only the estimates after them."""
+        for key, value in previous._memo.items():
+            if isinstance(key, tuple) and key[0] in ("association", "association-base"):
+                base = ("association-base", key[1])
+                if key[0] == "association" or base not in self._memo:
+                    self._memo[base] = value
+        return self
+
+    def association(self, radius: int) -> dict[str, list[Estimate]]:
+        """``associate(f, sources, estimates, radius)``, extending the previous state's when
+        the sources are the same (each estimate goes to its nearest source on its own, so the
+        lists are the same as one pass over every estimate), instead of a pass over all the
+        estimates so far at every segment."""
+        key = ("association", radius)
+        if key not in self._memo:
+            sources = dict(self.sources or {})
+            base = self._memo.get(("association-base", radius))
+            if base is not None and base[0] == sources and base[1] <= len(self.estimates):
+                new = associate(self.f, sources, self.estimates[base[1] :], radius)
+                attached = {sid: base[2][sid] + new[sid] for sid in sources}
+            else:
+                attached = associate(self.f, sources, self.estimates, radius)
+            self._memo[key] = (sources, len(self.estimates), attached)
+        return self._memo[key][2]
+
+    def _catalogue(self, association_bins: int) -> list[CatalogSource]:
         contributing = sorted(self.segments)
         retracted = sorted(self.retracted)
         return [
@@ -377,6 +502,7 @@ class GridStack:
                 association_bins,
                 coherence=self.trials()[1],
                 pad_factor=grid_pad(self.f.size, self.n_independent_bins),
+                attached=self.association(association_bins),
             )
         ]
 
@@ -390,18 +516,26 @@ class GridStack:
         ]
 
     def mark_published(self, bodies: list[CatalogSource]) -> GridStack:
-        return replace(
+        marked = replace(
             self, published={**(self.published or {}), **{b.source_id: _digest(b) for b in bodies}}
         )
+        marked._memo.update(self._memo)  # what was published changes neither
+        return marked
 
 
-def decode_state(value: Any) -> GridStack | None:
-    """A table value (dict, or JSON text/bytes for robustness) as state; None if absent."""
+def decode_state(value: Any, entries: dict[str, Any] | None = None) -> GridStack | None:
+    """A table value (dict, or JSON text/bytes for robustness) as state; None if absent.
+    ``entries``: a version-3 head's segment entries (segment id -> entry)."""
     if value is None:
         return None
     if isinstance(value, bytes | str):
         value = json.loads(value)
-    return GridStack.from_json(value)
+    return GridStack.from_json(value, entries)
+
+
+def is_head(value: Any) -> bool:
+    """A version-3 value, whose segment entries are kept apart."""
+    return isinstance(value, dict) and value.get("version") == HEAD_VERSION
 
 
 def stack_segment(

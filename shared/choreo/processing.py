@@ -132,9 +132,12 @@ class RecordProcessor:
                     ms=round(elapsed * 1000, 1),
                 )
                 children = [(e.topic, e.child_of(envelope, self.step.name)) for e in emits]
-                for topic, child in children:  # all or none: check every size before any send
-                    publisher.check_size(topic, child)
-                return [await publisher.send(topic, child) for topic, child in children]
+                # all or none: check every size before any send
+                encoded = [publisher.check_size(topic, child) for topic, child in children]
+                return [
+                    await publisher.send(topic, child, enc)
+                    for (topic, child), enc in zip(children, encoded, strict=True)
+                ]
             except PermanentError as exc:
                 return [await self._dead_letter(record, exc, dead_letters, span)]
             except REFUSED_FOR_GOOD as exc:  # refused by the producer itself, before any byte left

@@ -32,6 +32,9 @@ def make_producer(settings: KafkaSettings, client_id: str, linger_ms: int = 0) -
     )
 
 
+Encoded = tuple[bytes | None, bytes, codec.Headers]
+"""A record as ``codec.encode`` makes it: key, value, headers."""
+
 RECORD_OVERHEAD_BYTES = 512
 """Batch and record framing, timestamps, tracing headers added on send (a generous bound)."""
 
@@ -66,8 +69,9 @@ class Publisher:
     def max_request_bytes(self) -> int:
         return self._settings.max_request_bytes
 
-    def check_size(self, topic: str, envelope: Envelope[Event]) -> None:
-        """Refuse an output the broker would refuse (over ``max_request_bytes``)."""
+    def check_size(self, topic: str, envelope: Envelope[Event]) -> Encoded:
+        """Refuse an output the broker would refuse (over ``max_request_bytes``); else its
+        encoding, which ``send`` takes as is (one encoding per output, not two)."""
         key, value, headers = codec.encode(envelope)
         size = record_size(key, value, headers)
         if size > self._settings.max_request_bytes:
@@ -76,11 +80,16 @@ class Publisher:
                 f"a {type(envelope.data).__name__} of {size} bytes for {topic} is over the "
                 f"{self._settings.max_request_bytes}-byte limit",
             )
+        return key, value, headers
 
-    async def send(self, topic: str, envelope: Envelope[Event]) -> asyncio.Future:
-        """Queue one event; the returned future resolves when the broker has it durably."""
+    async def send(
+        self, topic: str, envelope: Envelope[Event], encoded: Encoded | None = None
+    ) -> asyncio.Future:
+        """Queue one event; the returned future resolves when the broker has it durably.
+        ``encoded``: what ``check_size`` returned for this envelope (its headers get the trace
+        context added here)."""
         full_topic = self._settings.topic(topic)
-        key, value, headers = codec.encode(envelope)
+        key, value, headers = encoded if encoded is not None else codec.encode(envelope)
         with tracing.send_span(
             full_topic,
             envelope.id,

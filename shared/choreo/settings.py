@@ -105,6 +105,12 @@ class StepSettings(BaseSettings):
     retry_backoff_s: float = Field(0.5, gt=0, description="first backoff; doubles, with jitter")
     retry_backoff_max_s: float = Field(15.0, gt=0)
     linger_ms: int = Field(0, ge=0, description="producer batching delay; 0 = lowest latency")
+    settle_behind: bool = Field(
+        True,
+        description="wait for a batch's acknowledgements and commit it while the next batch is "
+        "fetched and handled (false: settle each batch before fetching the next, the former "
+        "behaviour, kept for side-by-side measurement)",
+    )
     static_membership: bool = Field(
         True,
         description="join the group as a static member (KIP-345, group.instance.id): a replica "

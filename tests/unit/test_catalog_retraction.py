@@ -23,6 +23,7 @@ from lisa_pipeline.events import (
 from lisa_services.catalog.settings import CatalogSettings
 from lisa_services.catalog.state import (
     DEMOTED,
+    HEAD_VERSION,
     LEDGER_PREFIX,
     PROMOTED,
     RETRACTED,
@@ -295,9 +296,44 @@ def test_state_version_2_round_trips_and_version_1_is_migrated() -> None:
     back = retract_segment(newer, "seg-2", rows[2], SETTINGS)
     np.testing.assert_allclose(back.total, old.total, rtol=1e-12)
 
-    future = {**value, "version": 3}
-    with pytest.raises(ValueError, match="version 3 unsupported"):
+    future = {**value, "version": 4}
+    with pytest.raises(ValueError, match="version 4 unsupported"):
         decode_state(future)
+
+
+def test_state_version_3_head_and_entries_round_trip_and_a_missing_entry_is_refused() -> None:
+    """The service's table: a head (sums in base64, exact) and one entry per counted segment,
+    each written as the changelog carries it (JSON); the state read back is the same."""
+    rows = spectra(4, flash_in=1)
+    stack = None
+    entries = {}
+    for i in range(4):  # as the service writes them: the new segment's entry, then the head
+        stack = stack_segment(stack, event(i), F, rows[i], tp(i), SETTINGS)
+        entries[f"seg-{i}"] = json.loads(json.dumps(stack.segment_entry(f"seg-{i}")))
+    stack = retract_segment(stack, "seg-1", rows[1], SETTINGS)  # its entry stays behind
+    head = json.loads(json.dumps(stack.head_json()))
+    assert head["version"] == HEAD_VERSION == 3
+    assert "estimates" not in head
+    assert "origins" not in head
+    assert head["segments"][-1] == "seg-3"  # what `lisa-choreo process` reads of a record
+    again = decode_state(head, entries)
+    assert again is not None
+    np.testing.assert_array_equal(again.total, stack.total)
+    np.testing.assert_array_equal(again.count, stack.count)
+    np.testing.assert_array_equal(again.f, stack.f)
+    assert again.estimates == stack.estimates
+    assert again.origins == stack.origins
+    assert (again.segments, again.retracted, again.status, again.sources) == (
+        stack.segments,
+        stack.retracted,
+        stack.status,
+        stack.sources,
+    )
+    assert again.catalogue(1) == stack.catalogue(1)
+    assert again.version() == stack.version()
+    del entries["seg-2"]  # a head whose counted segment has no entry is not a state
+    with pytest.raises(ValueError, match="no entry"):
+        decode_state(head, entries)
 
 
 def test_ledger_keys_never_collide_with_grids_and_partitions_match_the_producer() -> None:

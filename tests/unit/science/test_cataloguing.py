@@ -14,6 +14,7 @@ from lisa_science.cataloguing import (
     Cluster,
     Estimate,
     associate,
+    nearest_bin,
     promote,
     significant_clusters,
     source_id_for,
@@ -173,3 +174,30 @@ def test_association_within_one_bin_gives_frequency_sigma_and_amplitude():
     assert a.sigma_frequency_hz == pytest.approx(max(2e-7 / math.sqrt(2), spread))
     assert (b.frequency_hz, b.sigma_frequency_hz) == (F[1010], pytest.approx(DF / math.sqrt(12)))
     assert b.stacked_snr == pytest.approx(math.sqrt(160.0))
+
+
+def test_association_of_many_estimates_is_the_nearest_source_one_by_one():
+    """The catalogue associates every estimate so far at every segment, in one numpy pass; it
+    must attach each estimate as the definition does, one at a time: its nearest grid bin
+    (halves to even), then the nearest source bin within the radius (the first of equals in
+    source-id order), including estimates off the grid's ends and equidistant ones."""
+    rng = np.random.default_rng(3)
+    sources = {"GBc": 40, "GBa": 1000, "GBb": 1004, "GBd": N_BINS - 3}
+    dk = np.concatenate(
+        [rng.uniform(-60, N_BINS + 60, 4000), [1002.0, 1001.5, 1002.5, -0.5, 0.5, 38.0]]
+    )
+    ests = [Estimate(f"s{i}", float(F[0] + k * DF), 1e-7, 1e-21, 8.0) for i, k in enumerate(dk)]
+    ests.append(Estimate("nan", float("nan"), 1e-7, 1e-21, 8.0))
+    ids = sorted(sources)
+    expected: dict[str, list[Estimate]] = {sid: [] for sid in sources}
+    for e in ests:
+        if not math.isfinite(e.frequency_hz):
+            continue
+        k = nearest_bin(F, e.frequency_hz)
+        distance = [abs(sources[sid] - k) for sid in ids]
+        best = distance.index(min(distance))
+        if distance[best] <= 2:
+            expected[ids[best]].append(e)
+    attached = associate(F, sources, ests, radius=2)
+    assert attached == expected
+    assert sum(map(len, attached.values())) > 20  # the case is not vacuous
