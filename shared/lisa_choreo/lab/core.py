@@ -12,10 +12,12 @@ one host; ``down`` removes everything, from the state file or, without one, from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +36,7 @@ from lisa_choreo.lab.net import LabError, Layout
 KAFKA_PORT = 9092
 HEALTH_BASE_PORT = 8100
 FAULTS = ("down", "partition", "slow")
+_children: dict[int, subprocess.Popen] = {}  # started by this process: reaped when they end
 
 
 class LabSettings(BaseSettings):
@@ -76,14 +79,26 @@ class LabProcess:
 
     @property
     def alive(self) -> bool:
+        child = _children.get(self.pid)
+        if child is not None:
+            return child.poll() is None
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
             return False
-        try:  # a zombie of ours (we are its parent in tests) counts as dead
-            return Path(f"/proc/{self.pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-        except OSError:
-            return False
+        return True
+
+    def terminate(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM (drain, commit, leave the group), SIGKILL at the deadline."""
+        deadline = time.monotonic() + timeout_s
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if not self.alive:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+            while self.alive and time.monotonic() < deadline:
+                time.sleep(0.1)
+            deadline = time.monotonic() + 10
 
     @property
     def ready(self) -> bool:
@@ -118,9 +133,9 @@ class LabProcess:
 class Lab:
     """The lab of this ``LISA_CHOREO_HOME`` (one lab per name on a machine)."""
 
-    def __init__(self, settings: LabSettings | None = None) -> None:
+    def __init__(self, settings: LabSettings | None = None, root: Path | None = None) -> None:
         self.settings = settings or LabSettings()
-        self.root = home() / "lab"
+        self.root = root or home() / "lab"
         self.state_file = self.root / "state.json"
 
     # -- state --------------------------------------------------------------------------------
@@ -300,6 +315,8 @@ class Lab:
             "LISA_CHOREO_HOME": str(workdir / "home"),
             "LISA_HEALTH_HOST": layout.ip(number),
             "LISA_HEALTH_PORT": str(port),
+            # spans to a collector on the host's own loopback would go nowhere: off unless asked
+            "OTEL_TRACES_EXPORTER": os.environ.get("OTEL_TRACES_EXPORTER", "none"),
             **extra,
         }
         hostname = layout.netns(number)
@@ -320,6 +337,7 @@ class Lab:
                 env=env,
                 start_new_session=True,
             )
+        _children[proc.pid] = proc
         started = LabProcess(number, service, proc.pid, log, f"http://{layout.ip(number)}:{port}")
         state["services"].append(started.as_json())
         self._save(state)
