@@ -97,13 +97,15 @@ class Run:
         self.settings = lab.kafka(self.prefix)
         rf, isr = lab.replication()
         asyncio.run(ensure_topics(self.settings, topology().all_topics(), rf, isr))
-        self.store_uri = lab.env()["LISA_STORE_URI"]
+        # a store of its own too: ingest keeps its ledger of ingested files there
+        self.store_uri = f"{lab.env()['LISA_STORE_URI'].rstrip('/')}/{name}"
         self.procs: list = []
         self.feeder: threading.Thread | None = None
         self.t0 = 0.0
 
     def start_steps(self, host: int) -> None:
-        started = [self.lab.run(host, step, LISA_KAFKA_TOPIC_PREFIX=self.prefix) for step in STEPS]
+        env = {"LISA_KAFKA_TOPIC_PREFIX": self.prefix, "LISA_STORE_URI": self.store_uri}
+        started = [self.lab.run(host, step, **env) for step in STEPS]
         for proc in started:
             proc.wait_ready(120)
         self.procs += started

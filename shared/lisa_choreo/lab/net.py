@@ -131,27 +131,30 @@ def link_exists(name: str, ns: str | None = None) -> bool:
 def check_subnet(layout: Layout) -> None:
     """Refuse a subnet that any route of the root namespace already covers (other than ours)."""
     out = sh("ip", "-j", "-4", "route", "show", "table", "all").stdout.strip()
-    for route in json.loads(out) if out else []:
+    clash = overlapping_route(layout, json.loads(out) if out else [])
+    if clash:
+        raise LabError(
+            f"lab subnet {layout.subnet} overlaps the route {clash}: choose another with "
+            "LISA_LAB_SUBNET"
+        )
+
+
+def overlapping_route(layout: Layout, routes: list[dict]) -> str | None:
+    """The first route (``ip -j route`` objects) whose destination overlaps the lab's subnet,
+    leaving out the lab's own link, default routes and local/broadcast entries."""
+    for route in routes:
         dst, dev = route.get("dst", ""), route.get("dev")
-        if (
-            dev == layout.root_if
-            or dst in ("", "default")
-            or route.get("type")
-            in (
-                "local",
-                "broadcast",
-            )
-        ):
+        if dev == layout.root_if or dst in ("", "default"):
+            continue
+        if route.get("type") in ("local", "broadcast"):
             continue
         try:
             net = ipaddress.ip_network(dst, strict=False)
         except ValueError:
             continue
         if net.version == 4 and net.overlaps(layout.subnet):
-            raise LabError(
-                f"lab subnet {layout.subnet} overlaps the route {dst} dev {dev}: choose another "
-                "with LISA_LAB_SUBNET"
-            )
+            return f"{dst} dev {dev}"
+    return None
 
 
 def _no_ipv6(ns: str) -> None:
@@ -159,7 +162,7 @@ def _no_ipv6(ns: str) -> None:
     in_ns(ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
 
 
-def _guard(layout: Layout) -> str:
+def guard_rules(layout: Layout) -> str:
     """The host's nftables table: output only to loopback and the lab subnet; anything else is
     counted and dropped (a third barrier after 'no route' and 'no forwarding')."""
     return f"""
@@ -221,7 +224,7 @@ def build(layout: Layout) -> None:
             HOST_IF,
         )
         sh("ip", "-n", ns, "link", "set", HOST_IF, "up")
-        in_ns(ns, "nft", "-f", "-", stdin=_guard(layout))
+        in_ns(ns, "nft", "-f", "-", stdin=guard_rules(layout))
     # The root namespace's end: created down, forwarding and IPv6 off, then addressed and up.
     sh("ip", "link", "add", layout.root_if, "type", "veth", "peer", "name", ROOT_PORT, "netns", sw)
     sh("sysctl", "-qw", f"net.ipv6.conf.{layout.root_if}.disable_ipv6=1")
