@@ -268,11 +268,15 @@ class Lab:
         return state
 
     def down(self) -> dict[str, int]:
-        """Remove every namespace, link and process of the lab, and its data. Idempotent."""
+        """Remove every namespace, link and process of the lab, and its data (not its logs).
+        Idempotent."""
         state = self.state()
         name = state["name"] if state else self.settings.name
         removed = net.destroy(name, f"{name}0")
-        shutil.rmtree(self.root / "data", ignore_errors=True)
+        # the brokers' storage goes (a next lab formats a new cluster), their logs stay
+        for node_dir in (self.root / "data").glob("kafka-*"):
+            shutil.rmtree(node_dir / "data", ignore_errors=True)
+        (self.root / "data" / "cluster.id").unlink(missing_ok=True)
         shutil.rmtree(self.root / "store", ignore_errors=True)
         self.state_file.unlink(missing_ok=True)
         return removed
