@@ -184,6 +184,8 @@ class Catalog:
             value_serializer="raw",
             web_enabled=False,
             producer_max_request_size=self.kafka.max_request_bytes,
+            broker_request_timeout=self.settings.request_timeout_s,
+            producer_request_timeout=self.settings.request_timeout_s,
         )
         self.source_topic = self.app.topic(
             self.kafka.topic(SOURCES_ESTIMATES), key_serializer="raw", value_serializer="raw"

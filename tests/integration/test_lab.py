@@ -47,6 +47,7 @@ from tests.integration.test_recovery import _as_table, _lines_days
 pytestmark = [
     pytest.mark.kafka,
     pytest.mark.slow,
+    pytest.mark.timeout(900),
     pytest.mark.skipif(os.geteuid() != 0, reason="the lab makes network namespaces: root only"),
 ]
 
@@ -86,6 +87,18 @@ def lab(tmp_path_factory):
                 shutil.copytree(the_lab.root / part, logs / part, dirs_exist_ok=True)
 
 
+@pytest.fixture(autouse=True)
+def healed(request):
+    """After each test, every host healed: a failed fault test leaves no fault to the next."""
+    yield
+    if "lab" not in request.fixturenames:
+        return
+    the_lab = request.getfixturevalue("lab")
+    state = the_lab.state()
+    for host in list(state["faults"]) if state else []:
+        the_lab.heal(int(host))
+
+
 @pytest.fixture(scope="module")
 def days(tmp_path_factory) -> list[Path]:
     """32 daily files: SciRD noise and three binaries promoted on their first segment."""
@@ -113,7 +126,7 @@ class Run:
         env = {"LISA_KAFKA_TOPIC_PREFIX": self.prefix, "LISA_STORE_URI": self.store_uri}
         started = [self.lab.run(host, step, **env) for step in STEPS]
         for proc in started:
-            proc.wait_ready(120)
+            proc.wait_ready(300)
         self.procs += started
 
     def feed(self) -> None:
@@ -245,7 +258,7 @@ def test_a_broker_host_down_mid_run_and_back(lab, days, reference):
         downed = time.monotonic()
         lab.fault(BROKER_HOST, "down")
         # the pipeline goes on with two brokers (min ISR 2): 8 more segments while h1 is down
-        run.wait_stacked(16, 180, "8 more segments stacked with h1 down")
+        run.wait_stacked(16, 300, "8 more segments stacked with h1 down")
         progress_s = time.monotonic() - downed
         healed = time.monotonic()
         lab.heal(BROKER_HOST)  # boots the broker and waits until it is back in the cluster
@@ -280,7 +293,7 @@ def test_a_service_host_down_its_services_restarted_on_another(lab, days, refere
         assert not any(p.alive for p in run.procs)
         run.start_steps(SPARE_HOST)  # the operator (or a supervisor) restarts them on h2
         restarted_s = time.monotonic() - downed
-        run.wait_stacked(stacked_before + 1, 180, "the restarted catalogue to stack a segment")
+        run.wait_stacked(stacked_before + 1, 300, "the restarted catalogue to stack a segment")
         first_s = time.monotonic() - downed
         sources, settled_s = run.settle()
         accounting = assert_same_catalogue(run, sources, reference["catalogue"])
@@ -305,7 +318,7 @@ def test_a_service_host_partitioned_for_30_s_then_healed(lab, days, reference):
         stacked_at_heal = len(run.stacked())
         healed = time.monotonic()
         lab.heal(SERVICE_HOST)
-        run.wait_stacked(stacked_at_heal + 1, 180, "a segment stacked after the heal")
+        run.wait_stacked(stacked_at_heal + 1, 300, "a segment stacked after the heal")
         resumed_s = time.monotonic() - healed
         sources, settled_s = run.settle()
         accounting = assert_same_catalogue(run, sources, reference["catalogue"])
@@ -332,6 +345,48 @@ def test_a_slow_link_to_the_service_host(lab, days, reference):
     finally:
         run.stop()
     record_figures("lab-slow-link", fault=how, **figures_of(run, settled_s, reference, accounting))
+
+
+_REACH = """
+import errno, socket, sys
+for dst in sys.argv[1:]:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        s = socket.socket(socket.AF_INET, kind)
+        s.settimeout(3)
+        try:
+            s.connect((dst, 53))
+            s.send(b"x")
+            print(dst, kind, "sent")
+        except OSError as exc:
+            print(dst, kind, errno.errorcode.get(exc.errno, exc.errno))
+"""
+
+
+def test_nothing_leaves_the_lab(lab):
+    """From a host: any address outside the subnet is unreachable before a packet is made (no
+    route), and no host's guard ever had to drop a packet for outside (after every fault run)."""
+    import subprocess
+    import sys
+
+    layout = lab.layout
+    outside = ["192.0.2.1", "1.1.1.1", "10.213.0.1", "172.16.0.1"]
+    result = subprocess.run(
+        ["ip", "netns", "exec", layout.netns(1), sys.executable, "-c", _REACH, *outside],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 * len(outside)
+    assert all(line.endswith("ENETUNREACH") for line in lines), lines
+    routes = net.in_ns(layout.netns(1), "ip", "-4", "route", "show", "table", "all").stdout
+    assert "default" not in routes
+    assert (
+        net.in_ns(layout.switch, "ip", "-4", "addr", "show", "dev", net.BRIDGE).stdout.count("inet")
+        == 0
+    )
+    for host in range(1, layout.hosts + 1):
+        assert net.escaped_packets(layout, host) == 0
 
 
 def test_lab_down_leaves_no_namespace_link_or_process(lab):
