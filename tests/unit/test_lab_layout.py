@@ -72,3 +72,35 @@ def test_cli_lab_commands_parse():
     assert args.env == ["LISA_STEP_MAX_BATCH=2"]
     with pytest.raises(SystemExit):
         parser.parse_args(["lab", "fault", "h2", "flood"])
+
+
+def test_broker_config_on_loopback_by_default_and_on_the_host_address_in_the_lab(
+    tmp_path, monkeypatch
+):
+    from lisa_choreo.localstack import brokers
+
+    monkeypatch.setenv("LISA_CHOREO_HOME", str(tmp_path / "home"))
+    stack = brokers.cluster_nodes(19092, 3)[1]
+    stack.state_dir.mkdir(parents=True)
+    text = brokers._write_config(stack, 19092).read_text()
+    assert "listeners=PLAINTEXT://127.0.0.1:19093,CONTROLLER://127.0.0.1:20093" in text
+    assert "controller.quorum.voters=1@127.0.0.1:20092,2@127.0.0.1:20093,3@127.0.0.1:20094" in text
+
+    quorum = ("10.213.0.11", "10.213.0.12", "10.213.0.13")
+    node = brokers.KafkaNode(
+        port=9092, node_id=2, cluster_size=3, host=quorum[1], netns="lisalab-h2",
+        quorum=quorum, state_root=tmp_path / "lab",
+    )  # fmt: skip
+    assert node.state_dir == tmp_path / "lab" / "kafka-2"
+    assert node.bootstrap == "10.213.0.12:9092"
+    node.state_dir.mkdir(parents=True)
+    text = brokers._write_config(node, 9092).read_text()
+    assert "listeners=PLAINTEXT://10.213.0.12:9092,CONTROLLER://10.213.0.12:10092" in text
+    assert "advertised.listeners=PLAINTEXT://10.213.0.12:9092" in text
+    assert (
+        "controller.quorum.voters=1@10.213.0.11:10092,2@10.213.0.12:10092,3@10.213.0.13:10092"
+        in text
+    )
+    assert "min.insync.replicas=2" in text
+    # the lab's cluster id is its own, not the stack's on the same port
+    assert brokers._cluster_id(9092, node) != brokers._cluster_id(9092)
