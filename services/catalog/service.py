@@ -202,6 +202,10 @@ class Catalog:
             value_serializer="raw",
             web_enabled=False,
             producer_max_request_size=self.kafka.max_request_bytes,
+            # faust refuses a request timeout shorter than the session (a heartbeat request
+            # must be able to wait that long)
+            broker_request_timeout=max(self.settings.request_timeout_s, session),
+            producer_request_timeout=self.settings.request_timeout_s,
         )
         self.source_topic = self.app.topic(
             self.kafka.topic(SOURCES_ESTIMATES), key_serializer="raw", value_serializer="raw"

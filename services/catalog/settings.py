@@ -54,6 +54,15 @@ class CatalogSettings(BaseSettings):
         0.5, gt=0, description="heartbeat period: how soon a rebalance (a hand-over) is noticed"
     )
     commit_interval_s: float = Field(1.0, gt=0, description="how often input offsets commit")
+    request_timeout_s: float = Field(
+        40.0,
+        gt=0,
+        description="how long a fetch or produce request waits for its broker before it is "
+        "given up and retried elsewhere (the steps' aiokafka default); faust's own defaults "
+        "(90 s, and 1200 s for produce) held the catalogue for minutes in the lab when a "
+        "broker host vanished without closing its connections. Fetches wait at least the "
+        "session timeout (faust requires it)",
+    )
     data_dir: Path | None = Field(
         None, description="faust's working directory; default $LISA_CHOREO_HOME/catalog/<app id>"
     )

@@ -68,12 +68,23 @@ class BrokerStatus:
 
 @dataclass(frozen=True)
 class KafkaNode:
-    """One KRaft node (combined broker + controller) of the local stack."""
+    """One KRaft node (combined broker + controller) of the local stack.
+
+    The defaults are the stack's nodes: loopback, consecutive ports, state under
+    ``$LISA_CHOREO_HOME/stack``. The lab (``lisa_choreo.lab``) runs one node per network
+    namespace instead: each on its own ``host`` address with the same ports, its JVM started
+    inside ``netns``, the quorum named by ``quorum`` (every node's address, in node id order),
+    its state under ``state_root`` and its heap given by ``heap``."""
 
     port: int = 9092
     node_id: int = 1
     cluster_size: int = 1
     secure: bool = False
+    host: str = "127.0.0.1"
+    netns: str | None = None
+    quorum: tuple[str, ...] = ()
+    state_root: Path | None = None
+    heap: str | None = None
 
     @property
     def controller_port(self) -> int:
@@ -81,10 +92,12 @@ class KafkaNode:
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def state_dir(self) -> Path:
+        if self.state_root is not None:
+            return self.state_root / f"kafka-{self.node_id}"
         return home() / "stack" / f"kafka-{self.port}"
 
     @property
@@ -176,6 +189,8 @@ def kafka_libs() -> Path:
 
 
 def _voters(node: KafkaNode, base_port: int) -> str:
+    if node.quorum:  # one node per address, all on the same ports (the lab)
+        return ",".join(f"{i + 1}@{h}:{node.controller_port}" for i, h in enumerate(node.quorum))
     return ",".join(f"{i + 1}@127.0.0.1:{base_port + i + 1000}" for i in range(node.cluster_size))
 
 
@@ -184,6 +199,7 @@ def _write_config(node: KafkaNode, base_port: int) -> Path:
     replication = min(3, node.cluster_size)
     values: dict[str, object] = dict(
         node_id=node.node_id,
+        host=node.host,
         voters=_voters(node, base_port),
         port=node.port,
         controller_port=node.controller_port,
@@ -226,7 +242,7 @@ def _format_command(java: str, classpath: str, node: KafkaNode, config: Path, ba
         "kafka.tools.StorageTool",
         "format",
         "-t",
-        _cluster_id(base_port),
+        _cluster_id(base_port, node),
         "-c",
         str(config),
         "--ignore-formatted",
@@ -259,9 +275,12 @@ def _check_security(node: KafkaNode) -> None:
         raise StackError(f"the storage in {node.state_dir} is a secure stack's: add --secure")
 
 
-def _cluster_id(base_port: int) -> str:
+def _cluster_id(base_port: int, node: KafkaNode | None = None) -> str:
     """Kafka cluster ids are a base64url UUID; shared by all nodes of one local cluster."""
-    path = home() / "stack" / f"cluster-{base_port}.id"
+    if node is not None and node.state_root is not None:
+        path = node.state_root / "cluster.id"
+    else:
+        path = home() / "stack" / f"cluster-{base_port}.id"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())
@@ -391,9 +410,12 @@ def start(node: KafkaNode, base_port: int | None = None) -> None:
             )
     # 1 GiB: a test session creates thousands of partitions (a topic prefix per test); 512 MiB
     # ran out of heap after ~2 h of them on one broker.
-    heap = os.environ.get("LISA_KAFKA_HEAP", "1g")
+    heap = node.heap or os.environ.get("LISA_KAFKA_HEAP", "1g")
+    # `ip netns exec` execs the JVM in place: the recorded pid is the JVM's.
+    netns = ["ip", "netns", "exec", node.netns] if node.netns else []
     spawn_detached(
         [
+            *netns,
             java,
             f"-Xms{heap}",
             f"-Xmx{heap}",
