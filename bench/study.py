@@ -1895,7 +1895,9 @@ def plots(out: Path, report: dict) -> list[str]:
             ticks += [(2 * i, f"campaign, {key} d"), (2 * i + 0.8, f"direct ingest, {key} d")]
         ax.set_yticks([t for t, _ in ticks], [lab for _, lab in ticks], fontsize=8)
         ax.set_xlabel(
-            "s   (gray: the command; light: workflow waits for its worker; orange: steps)"
+            "s  (gray: the command; light: the workflow waits for its worker; orange: its "
+            "steps; red: released, the catalogue still stacking the new cut)",
+            fontsize=8,
         )
         ax.set_title("Reprocessing a file in half days: campaign vs the same cut ingested directly")
         ax.grid(axis="x", alpha=0.3)
