@@ -27,8 +27,8 @@ code, it measures each mode:
   recover, lost, duplicated, stuck;
 - ``campaign``: the hybrid. The choreography (services, catalogue, flow monitor) catalogues a
   30-day and a 365-day file (smoke: 2) cut in days, then ``lisa-choreo campaign reprocess``
-  recuts each in half days; the same half-day cut ingested directly into the same running
-  choreography is the baseline. Wall time to the release and its overhead over the baseline,
+  recuts each in half days; the same half-day cuts ingested directly into a fresh copy of the
+  same choreography are the baseline. Wall time to the release and its overhead over the baseline,
   where it went (from the workflow's event times), CPU and RSS of every process (Temporal
   server and the command included), the workflow's history events; then a compensated campaign
   (10 days, smoke 2, whose last half day is NaN: its last segment is dead-lettered);
