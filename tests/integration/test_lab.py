@@ -56,7 +56,9 @@ FEED_INTERVAL_S = 0.5
 SERVICE_HOST, SPARE_HOST, BROKER_HOST = 3, 2, 1
 PARTITION_S = 30
 # A lab of its own, on a subnet and names no operator's default lab uses.
-SETTINGS = LabSettings(name="lisalabt", subnet="10.214.0.0/24", kafka_heap="448m")
+SETTINGS = LabSettings(
+    name="lisalabt", subnet="10.214.0.0/24", kafka_heap="448m", store="s3", store_host=2
+)
 FIGURES = Path(os.environ.get("LISA_TEST_FIGURES_LAB", "artifacts/lab.json"))
 
 
@@ -74,10 +76,16 @@ def lab(tmp_path_factory):
     session left one behind)."""
     the_lab = Lab(SETTINGS, root=tmp_path_factory.mktemp("lab"))
     net.destroy(SETTINGS.name, f"{SETTINGS.name}0")
+    saved = dict(os.environ)
     try:
         the_lab.up(3, topics=False)
+        # this process ingests as an operator on the root namespace would: the store's endpoint
+        # (on the store host's lab address) and credentials file, as `lab env` prints them
+        os.environ.update({k: v for k, v in the_lab.env().items() if k.startswith("AWS_")})
         yield the_lab
     finally:
+        os.environ.clear()
+        os.environ.update(saved)
         the_lab.down()
         # the services' and brokers' logs outlive the temporary folder, for a failed CI run
         logs = FIGURES.parent / "lab-logs"

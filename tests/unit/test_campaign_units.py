@@ -76,6 +76,6 @@ def test_the_campaign_may_do_what_it_declares_and_nothing_else():
     writes = {name for kind, name, op in grants if kind == "TOPIC" and op is Operation.WRITE}
     reads = {name for kind, name, op in grants if kind == "TOPIC" and op is Operation.READ}
     assert writes == {"p.lisa.segments.raw", "p.lisa.retractions", "p.lisa.catalog.releases"}
-    assert reads == {"p.lisa.catalog", "p.lisa.flows.state"}
+    assert reads == {"p.lisa.catalog", "p.lisa.flows.state", "p.catalog-stacks-changelog"}
     assert ("TRANSACTIONAL_ID", "p.ingest-", Operation.WRITE) in grants
     assert not [g for g in grants if g[0] == "GROUP"]  # it reads without a consumer group

@@ -25,12 +25,14 @@ from choreo import Envelope, derive_event_id
 from choreo.errors import PermanentError
 from choreo.settings import KafkaSettings
 from lisa_choreo.campaign.contract import (
+    CONFIRM,
     INGEST,
     PLAN,
     RELEASE,
     RETRACT,
     CampaignInput,
     CampaignPlan,
+    ConfirmInput,
     Cut,
     IngestInput,
     ReleaseInput,
@@ -116,6 +118,53 @@ async def ingest(inp: IngestInput) -> list[str]:
     return result.segment_ids
 
 
+async def counted_segments(settings: KafkaSettings) -> set[str]:
+    """Every segment the catalogue's state counts now: the union of the ``segments`` of each
+    grid's latest value on its table changelog (``<prefix>catalog-stacks-changelog``)."""
+    import json
+
+    from choreo.reader import TopicReader
+    from lisa_choreo.progress import CATALOG_CHANGELOG
+
+    async with TopicReader(settings, [CATALOG_CHANGELOG]) as reader:
+        records = await reader.snapshot()
+    latest: dict[bytes | None, bytes | None] = {}
+    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
+        latest[r.key] = r.value
+    counted: set[str] = set()
+    for value in latest.values():
+        try:
+            counted.update(str(s) for s in json.loads(value or b"{}").get("segments", []))
+        except (ValueError, TypeError, AttributeError):
+            log.warning("unreadable catalogue state record skipped")
+    return counted
+
+
+@activity.defn(name=CONFIRM)
+async def confirm(inp: ConfirmInput) -> int:
+    """Until the catalogue counts every segment of ``counted`` and none of ``gone``; the number
+    counted. Raises a retryable error at ``wait_s`` (the workflow's retry policy then decides)."""
+    settings = KafkaSettings()
+    want, gone = set(inp.counted), set(inp.gone)
+    deadline = asyncio.get_running_loop().time() + inp.wait_s
+    while True:
+        try:
+            counted = await counted_segments(settings)
+        except LookupError:  # no catalogue has started yet
+            counted = set()
+        missing, stale = want - counted, gone & counted
+        if not missing and not stale:
+            return len(want)
+        if asyncio.get_running_loop().time() > deadline:
+            raise ApplicationError(
+                f"the catalogue counts {len(want) - len(missing)} of {len(want)} new segments "
+                f"and still {len(stale)} retracted ones after {inp.wait_s:.0f} s",
+                type="catalogue-behind",
+            )
+        activity.heartbeat(len(want) - len(missing))
+        await asyncio.sleep(CATALOGUE_POLL_S)
+
+
 async def _catalogue_without(retracted: set[str], wait_s: float):
     """The catalogue once no promoted source counts a retracted segment any more (the
     catalogue applies retractions from their own topic, in its own time)."""
@@ -188,4 +237,4 @@ async def release(inp: ReleaseInput) -> ReleaseOutput:
     )
 
 
-ACTIVITIES = [plan, retract, ingest, release]
+ACTIVITIES = [plan, retract, ingest, confirm, release]

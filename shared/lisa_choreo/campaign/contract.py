@@ -24,6 +24,7 @@ PLAN = "campaign-plan"
 RETRACT = "campaign-retract"
 INGEST = "campaign-ingest"
 RELEASE = "campaign-release"
+CONFIRM = "campaign-confirm"
 
 RESTORE_SUFFIX = "_restore"
 """The revision of the cut compensation re-ingests: ``<revision>_restore``, the same campaign's."""
@@ -96,6 +97,17 @@ class IngestInput:
     path: str
     sha256: str
     cut: Cut
+
+
+@dataclass
+class ConfirmInput:
+    """Wait until the catalogue's own state counts every segment of ``counted`` and none of
+    ``gone`` (its table changelog: the flow monitor's "catalogued" is the catalogue's input
+    commit, which its faust router makes before the stacking agent has stacked)."""
+
+    counted: list[str]
+    gone: list[str]
+    wait_s: float
 
 
 @dataclass

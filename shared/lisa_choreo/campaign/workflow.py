@@ -9,7 +9,10 @@ Steps, each an activity (``activities.py``), each undone by a compensation if a 
    file) — undone by retracting the new cut;
 4. wait until the catalogue has counted every new segment: the bridge signals each segment the
    flow monitor sees catalogued or dead-lettered (``lisa.flows.state``); one dead letter, or
-   ``wait_s`` without the last one, fails the campaign;
+   ``wait_s`` without the last one, fails the campaign; then ``confirm`` reads the catalogue's
+   own state (its table changelog) until it counts every new segment and no old one: the
+   monitor's "catalogued" is the catalogue's input commit, made by its router before stacking
+   (a 365-day recut was released with 112 of 730 new segments stacked before this check);
 5. ``release``: once the catalogue no longer counts any old segment, publish the catalogue on
    ``lisa.catalog.releases``.
 
@@ -34,6 +37,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from lisa_choreo.campaign.contract import (
         CAMPAIGN_WORKFLOW,
+        CONFIRM,
         INGEST,
         PLAN,
         PROGRESS,
@@ -45,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         CampaignPlan,
         CampaignProgress,
         CampaignResult,
+        ConfirmInput,
         Cut,
         DeadLetter,
         IngestInput,
@@ -84,6 +89,7 @@ class ReprocessCampaign:
             await self._ingest(inp, inp.new, options)
             self._step = "wait"
             await self._wait_for(plan.new_ids, inp.wait_s)
+            await self._confirm(plan.new_ids, plan.old_ids, inp.wait_s, options)
             self._step = "release"
             release = await workflow.execute_activity(
                 RELEASE,
@@ -152,10 +158,18 @@ class ReprocessCampaign:
                 self._compensations.append(f"re-ingested the old cut as {len(restored)} segment(s)")
                 try:
                     await self._wait_for(restored, inp.wait_s)
-                except CampaignFailed as exc:  # reported, not hidden: an operator must look
+                    await self._confirm(restored, plan.new_ids, inp.wait_s, options)
+                except (CampaignFailed, ActivityError) as exc:  # reported: an operator must look
                     self._compensations.append(f"restore incomplete: {exc}")
                 else:
                     self._compensations.append("restored cut catalogued")
+
+    async def _confirm(self, counted: list[str], gone: list[str], wait_s: float, options) -> None:
+        """The flow monitor's verdict is the catalogue's input commit; its own state is the
+        proof: wait until it counts the new segments and none of the retracted ones."""
+        await workflow.execute_activity(
+            CONFIRM, ConfirmInput(counted, gone, wait_s), result_type=int, **options
+        )
 
     @workflow.signal(name=SEGMENT_CATALOGUED)
     def segment_catalogued(self, segment_id: str) -> None:

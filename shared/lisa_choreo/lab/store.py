@@ -5,8 +5,9 @@ namespace shares the machine's file system, so this store is reachable from ever
 the faults; it stands for the store, not for a store on a host.
 
 ``LISA_LAB_STORE=s3``: the S3 server (``lisa_choreo.localstack.objectstore``, SeaweedFS) run in
-``host``'s namespace, bound to that host's lab address; clients get ``LISA_STORE_URI=s3://...``
-and the endpoint. That module is not on this branch yet: wiring it is this one function.
+``host``'s namespace, bound to that host's lab address, its data under the lab's folder; clients
+get ``LISA_STORE_URI=s3://...``, the endpoint on that address and the credentials file. A fault
+of that host takes the store with it (``lab fault HOST down`` kills every process of the host).
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ def start_object_store(lab: Lab, kind: str, host: int) -> dict[str, str]:
         folder.mkdir(parents=True, exist_ok=True)
         return {"LISA_STORE_URI": folder.as_uri()}
     if kind == "s3":
-        # To wire (the S3 server's module): start it with the command prefix
-        # ["ip", "netns", "exec", lab.layout.netns(host)], bound to lab.layout.ip(host), its data
-        # under lab.root / "data" / "s3", and return LISA_STORE_URI=s3://bucket/prefix with the
-        # endpoint (http://<that ip>:<port>) and credential variables; `lab down` kills it with
-        # the host's other processes.
-        raise LabError("LISA_LAB_STORE=s3 needs lisa_choreo.localstack.objectstore (not here yet)")
+        from lisa_choreo.localstack import objectstore
+
+        server = objectstore.ObjectStoreServer(
+            host=lab.layout.ip(host),
+            netns=lab.layout.netns(host),
+            state_root=lab.root / "data" / "s3",
+        )
+        objectstore.up(server)
+        return objectstore.service_env(server)
     raise LabError(f"LISA_LAB_STORE={kind!r}: 'file' or 's3'")

@@ -241,8 +241,8 @@ def _format_command(java: str, classpath: str, node: KafkaNode, config: Path, ba
         classpath,
         "kafka.tools.StorageTool",
         "format",
-        "-t",
-        _cluster_id(base_port, node),
+        # one token: an id is base64url and may begin with "-", which would read as an option
+        f"--cluster-id={_cluster_id(base_port, node)}",
         "-c",
         str(config),
         "--ignore-formatted",

@@ -142,6 +142,12 @@ class ObjectStoreServer:
     """One SeaweedFS server of the local stack, its S3 gateway on ``port``."""
 
     port: int = DEFAULT_PORT
+    host: str = "127.0.0.1"
+    """The address it binds and serves on (a lab host's address inside its namespace)."""
+    netns: str | None = None
+    """Run inside this network namespace (``ip netns exec``; the lab's hosts), else here."""
+    state_root: Path | None = None
+    """Where its state goes (default ``$LISA_CHOREO_HOME/stack``)."""
 
     def __post_init__(self) -> None:
         if not 1024 <= self.port <= 65535 - 10003:
@@ -149,11 +155,11 @@ class ObjectStoreServer:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def state_dir(self) -> Path:
-        return home() / "stack" / f"objectstore-{self.port}"
+        return (self.state_root or home() / "stack") / f"objectstore-{self.port}"
 
     @property
     def data_dir(self) -> Path:
@@ -183,8 +189,8 @@ class ObjectStoreServer:
             str(binary),
             "server",
             f"-dir={self.data_dir}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
+            f"-ip={self.host}",
+            f"-ip.bind={self.host}",
             f"-master.port={p + 1}",
             f"-master.port.grpc={p + 10001}",
             f"-volume.port={p + 2}",
@@ -356,7 +362,10 @@ def start(server: ObjectStoreServer, say=lambda text: None) -> None:
     binary = build(say)
     ensure_credentials(server)
     server.data_dir.mkdir(parents=True, exist_ok=True)
-    spawn_detached(server.command(binary), server.log_file, server.pid_file)
+    command = server.command(binary)
+    if server.netns:
+        command = ["ip", "netns", "exec", server.netns, *command]
+    spawn_detached(command, server.log_file, server.pid_file)
 
 
 def wait_ready(server: ObjectStoreServer, timeout_s: float = 60.0) -> None:

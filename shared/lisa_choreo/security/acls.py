@@ -66,6 +66,8 @@ CLUSTER = "kafka-cluster"  # the one name Kafka gives the CLUSTER resource
 # Runtime facts outside the declarations (see the module docstring), by service name.
 TRANSACTIONAL_ID_PREFIXES: dict[str, str] = {"ingest": "ingest-", "campaign": "ingest-"}
 INTERNAL_TOPIC_PREFIXES: dict[str, str] = {"catalog": "catalog-"}
+# Internal topics a client reads (not declared: the catalogue's faust app makes them).
+INTERNAL_READS: dict[str, tuple[str, ...]] = {"campaign": ("catalog-stacks-changelog",)}
 LOOKUP_TOPICS: dict[str, tuple[str, ...]] = {"refine": (CANDIDATES_GB,)}
 #: Consumed topics the operator may not write back to (``dlq replay``): their one writer is
 #: the catalogue.
@@ -247,6 +249,8 @@ def client_bindings(step: Step, prefix: str) -> list[AclBinding]:
         g.allow(ResourceType.TOPIC, prefix + p.topic, (W, D))
     if txn := TRANSACTIONAL_ID_PREFIXES.get(step.name):
         g.allow(ResourceType.TRANSACTIONAL_ID, prefix + txn, (W, D), PatternType.PREFIXED)
+    for internal in INTERNAL_READS.get(step.name, ()):
+        g.allow(ResourceType.TOPIC, prefix + internal, (R, D))
     g.allow(ResourceType.CLUSTER, CLUSTER, (Operation.IDEMPOTENT_WRITE,))
     return sorted(g.bindings)
 
