@@ -70,8 +70,10 @@ def test_demo_sky_position_and_frequency_within_3_sigma(
     assert abs(lat - truth.ecliptic_latitude) < 3 * sigma_lat, (lat, sigma_lat)
     assert abs(d_lon) < 3 * sigma_lon, (lon, sigma_lon)
     assert abs(f - truth.f) < 3 * sigma_f, (f, sigma_f)
-    # the sigmas say something: the sky is not "anywhere" and f is finer than a daily bin
-    assert sigma_lat < 1.0
+    # the sigmas say something: the sky is not "anywhere" (the latitude's sigma is below half
+    # its range; ES Cet's was 0.79 rad before the noise model followed a foreground, 1.16 rad
+    # since: the fitted foreground amplitude raises its PSD) and f is finer than a daily bin
+    assert sigma_lat < math.pi / 2
     assert sigma_lon < 1.5
     assert sigma_f < 0.05 * DAY_BIN_HZ
     for column in ("frequency_derivative_hz_s", "amplitude", "inclination_rad"):

@@ -37,9 +37,9 @@ def events(settings: KafkaSettings, topic: str, model: type[Event]) -> list:
     ]
 
 
-def run_steps(services: Services) -> None:
+def run_steps(services: Services, **env: str) -> None:
     for name in SCIENCE_STEPS:
-        services.start(name, wait=False)
+        services.start(name, wait=False, **env)
     for proc in services.started:
         proc.wait_ready()
 
@@ -81,7 +81,12 @@ def test_psd_of_one_day_of_analytic_noise_matches_the_scird_model(services: Serv
 
 
 def test_am_cvn_is_found_in_one_day_with_all_verification_binaries(services: Services):
-    run_steps(services)
+    # This day holds no Galactic foreground, and condition is told so. With the default
+    # foreground component (0.5 yr) the free amplitude's one-day scatter (~1 % of the half-year
+    # level here) raises the 2 mHz PSD by ~20 %, and this realisation's AM CVn (SNR 5.5 for an
+    # optimal 8, against a threshold of 5.2) falls below the threshold: the measured cost of
+    # following a foreground on a single day (README, "Foreground").
+    run_steps(services, LISA_CONDITION_FOREGROUND_YEARS="0")
     ingest(services, simulate(services, "vb.h5", 1, "--sources", "verification", "--seed", "5"))
     (est,) = wait_until(
         lambda: events(services.settings, SOURCES_ESTIMATES, SourceEstimates),
