@@ -168,10 +168,12 @@ def test_a_stopped_step_gives_stuck_then_recovered_alerts_once_across_restarts(
         "a recovered alert for each stuck segment",
     )
     stuck_ids = {segment: a[0] for segment, a in of_type(services, "stuck").items()}
+    moved_on = {"searched", "estimated", "catalogued"}
     for segment, (_, _, _, body, _) in recovered.items():
         assert body["stuck_alert_id"] == stuck_ids[segment]
-        assert body["stage"] == "searched"
-        assert body["service"] == "gb-search"
+        # the stage it was seen at once moving: searched, or further when the monitor read
+        # gb-search's and estimate's outputs in one batch (a loaded machine)
+        assert body["stage"] in moved_on, body
     wait_until(lambda: catalogued() >= set(first + second), 120, "every segment catalogued")
     overview = get(port, "/api/overview")
     assert overview["stuck"] == []
