@@ -94,7 +94,10 @@ def object_store():
     while not port:
         candidate = random.randint(21000, 39000)
         offsets = (0, 1, 2, 3, 10000, 10001, 10002, 10003)
-        if all(_free_on_loopback(candidate + k) for k in offsets):
+        sockets = objectstore.ObjectStoreServer(candidate).grpc_sockets()
+        if all(_free_on_loopback(candidate + k) for k in offsets) and not any(
+            path.exists() for path in sockets
+        ):
             port = candidate
     server = objectstore.ObjectStoreServer(port)
     started = objectstore.up(server, bucket=TEST_BUCKET)

@@ -165,6 +165,26 @@ def test_ingest_ledger_notes(store):
     assert store.note_exists(name)
 
 
+def test_a_second_server_on_the_same_ports_is_refused(object_store, tmp_path):
+    """weed fixes its gRPC sockets' paths in /tmp from the port, whatever the network
+    namespace: a second server on the same ports (another state, another address) would take
+    over the first one's sockets and the two would mix their objects. It is refused before it
+    starts; the filer's and S3 gateway's sockets are the server's own."""
+    from lisa_choreo.localstack import objectstore
+
+    assert all(path.is_socket() for path in object_store.grpc_sockets())
+    for service in ("filer", "s3"):
+        own = object_store.socket_path(service)
+        assert own.is_socket(), own
+        assert own.is_relative_to(object_store.state_dir), own
+    twin = objectstore.ObjectStoreServer(object_store.port, state_root=tmp_path)
+    with pytest.raises(objectstore.SocketClash, match=str(object_store.port)):
+        objectstore.start(twin)
+    assert objectstore.running_pid(twin) is None
+    assert not twin.pid_file.exists()
+    assert objectstore.probe(object_store)  # the first one untouched
+
+
 def test_stack_status_and_env_report_the_object_store(object_store, capsys):
     from lisa_choreo.commands.stack import _objectstore_up
     from lisa_choreo.localstack import objectstore

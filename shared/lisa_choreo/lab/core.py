@@ -50,8 +50,15 @@ class LabSettings(BaseSettings):
         description="the lab's private subnet; refused if a route of the machine covers it",
     )
     kafka_heap: str = Field("512m", description="heap of each host's broker JVM")
-    store: str = Field("file", description="claim-check store: file (or s3, once wired)")
+    store: str = Field("file", description="claim-check store: file or s3")
     store_host: int = Field(1, ge=1, description="the host that runs the object store")
+    store_port: int = Field(
+        8433,
+        ge=1024,
+        le=65535 - 10003,
+        description="the S3 store's port (and P+1..P+3, P+10000..P+10003): not the stack's "
+        "8333, since weed's gRPC sockets are per machine, not per namespace",
+    )
     slow_delay_ms: int = Field(100, ge=0, description="fault slow: one-way delay (netem)")
     slow_jitter_ms: int = Field(20, ge=0, description="fault slow: delay jitter (netem)")
     slow_loss_pct: float = Field(2.0, ge=0, le=100, description="fault slow: random loss")

@@ -31,6 +31,7 @@ def start_object_store(lab: Lab, kind: str, host: int) -> dict[str, str]:
         from lisa_choreo.localstack import objectstore
 
         server = objectstore.ObjectStoreServer(
+            port=lab.settings.store_port,
             host=lab.layout.ip(host),
             netns=lab.layout.netns(host),
             state_root=lab.root / "data" / "s3",

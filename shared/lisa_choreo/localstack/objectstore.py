@@ -26,17 +26,30 @@ file format for clients; ``service_env`` points clients at that file
 Only the S3 port checks them: the master, volume and filer ports (HTTP and gRPC) take anyone who
 can reach them, which is why everything binds to 127.0.0.1 (``-ip.bind``); its anonymous usage
 report is turned off (``-master.telemetry=false``), so nothing leaves the machine.
+
+Unix sockets: besides its TCP ports, ``weed server`` serves each gRPC service on a Unix socket at
+a path fixed in its code, ``/tmp/seaweedfs-<service>-grpc-<port>.sock``, and routes its own calls
+to that port through it. The file system is shared by every network namespace, so two servers
+with the same gRPC ports on one machine (the stack's on loopback and a lab host's, say) take over
+each other's sockets: the second one's filer then talked to the first one's master and volume
+server (its puts failed, its notes were the other store's). So the filer's and S3 gateway's
+sockets, which have flags, live in the server's own state directory, and ``start`` refuses to
+start a server whose gRPC sockets another live process serves (``SocketClash``): servers that
+share a machine need distinct ports (the lab's default is not the stack's).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
 import shutil
 import signal
+import socket
 import string
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,6 +223,26 @@ class ObjectStoreServer:
             # resuming its raft state waited ~15 s for an election at every restart.
             "-master.resumeState=false",
             "-volume.preStopSeconds=0",  # by default the volume server idles 10 s on SIGTERM
+            # The two sockets that have flags: in this server's own directory, not /tmp.
+            f"-filer.localSocket={self.socket_path('filer')}",
+            f"-s3.localSocket={self.socket_path('s3')}",
+        ]
+
+    def socket_path(self, service: str) -> Path:
+        """A local socket of ``service`` in the state directory, or under a short private
+        folder when that path would pass the 107-byte limit of a socket's name."""
+        path = self.state_dir / f"{service}.sock"
+        if len(str(path)) <= 100:
+            return path
+        digest = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"lisa-weed-{digest}" / f"{service}.sock"
+
+    def grpc_sockets(self) -> list[Path]:
+        """The Unix sockets ``weed`` itself places in /tmp, from its gRPC ports (no flag)."""
+        services = ("s3", "master", "volume", "filer")  # gRPC ports P+10000 .. P+10003
+        return [
+            Path(f"/tmp/seaweedfs-{name}-grpc-{self.port + 10000 + k}.sock")
+            for k, name in enumerate(services)
         ]
 
 
@@ -357,11 +390,43 @@ def status(server: ObjectStoreServer) -> ObjectStoreStatus:
     return ObjectStoreStatus(running=pid is not None, ready=ready, pid=pid, server=server)
 
 
+class SocketClash(StackError):
+    """Another SeaweedFS on this machine serves the gRPC sockets this server would take."""
+
+
+def _socket_served(path: Path) -> bool:
+    """Whether a live process accepts connections on the Unix socket ``path``."""
+    if not path.is_socket():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe_socket:
+        probe_socket.settimeout(1.0)
+        try:
+            probe_socket.connect(str(path))
+        except OSError:
+            return False  # a stale file: weed replaces it
+    return True
+
+
+def check_sockets(server: ObjectStoreServer) -> None:
+    """Refuse to start ``server`` where another live server serves its gRPC sockets."""
+    served = [path for path in server.grpc_sockets() if _socket_served(path)]
+    if served:
+        raise SocketClash(
+            f"another SeaweedFS on this machine serves {served[0]} (gRPC port "
+            f"{server.port + 10000}..{server.port + 10003}); weed fixes these socket paths, "
+            f"whatever the network namespace: start this one on another port than {server.port}"
+        )
+
+
 def start(server: ObjectStoreServer, say=lambda text: None) -> None:
     """Start the server without waiting (building ``weed`` first if this home has none)."""
     binary = build(say)
+    check_sockets(server)
     ensure_credentials(server)
     server.data_dir.mkdir(parents=True, exist_ok=True)
+    for service in ("filer", "s3"):
+        folder = server.socket_path(service).parent
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     command = server.command(binary)
     if server.netns:
         command = ["ip", "netns", "exec", server.netns, *command]
