@@ -278,8 +278,49 @@ def associate(
     return out
 
 
+@dataclass(frozen=True)
+class Attached:
+    """The estimates attached to one source, as the columns its summary needs. The catalogue
+    keeps these per source and appends each segment's (a copy of a few kB), so its summary
+    runs over arrays, not over every estimate object so far at every segment; the sums are
+    the same, in the same order, as over the list."""
+
+    frequency_hz: NDArray[np.float64]
+    sigma_frequency_hz: NDArray[np.float64]
+    amplitude: NDArray[np.float64]
+
+    @classmethod
+    def of(cls, estimates: Sequence[Estimate]) -> Attached:
+        n = len(estimates)
+
+        def column(name: str) -> NDArray[np.float64]:
+            return np.fromiter((getattr(e, name) for e in estimates), np.float64, count=n)
+
+        return cls(column("frequency_hz"), column("sigma_frequency_hz"), column("amplitude"))
+
+    def __len__(self) -> int:
+        return int(self.frequency_hz.size)
+
+    def __add__(self, other: Attached) -> Attached:
+        if not len(other):
+            return self
+        return Attached(
+            np.concatenate([self.frequency_hz, other.frequency_hz]),
+            np.concatenate([self.sigma_frequency_hz, other.sigma_frequency_hz]),
+            np.concatenate([self.amplitude, other.amplitude]),
+        )
+
+    def mean_amplitude(self) -> float | None:
+        finite = self.amplitude[np.isfinite(self.amplitude)]
+        return float(np.mean(finite)) if finite.size else None
+
+
+def _columns(estimates: Attached | Sequence[Estimate]) -> Attached:
+    return estimates if isinstance(estimates, Attached) else Attached.of(estimates)
+
+
 def frequency_and_sigma(
-    estimates: Sequence[Estimate], bin_frequency: float, bin_width: float
+    estimates: Attached | Sequence[Estimate], bin_frequency: float, bin_width: float
 ) -> tuple[float, float]:
     """Source frequency and its 1-sigma uncertainty.
 
@@ -288,10 +329,10 @@ def frequency_and_sigma(
     the Doppler drift across segments). Without: the peak bin's frequency and bin_width/sqrt(12),
     the standard deviation of a frequency known only to lie somewhere in the bin.
     """
-    if not estimates:
+    columns = _columns(estimates)
+    if not len(columns):
         return bin_frequency, bin_width / math.sqrt(12.0)
-    freqs = np.array([e.frequency_hz for e in estimates])
-    sigmas = np.array([e.sigma_frequency_hz for e in estimates])
+    freqs, sigmas = columns.frequency_hz, columns.sigma_frequency_hz
     valid = np.isfinite(sigmas) & (sigmas > 0)
     spread = float(np.std(freqs, ddof=1) / math.sqrt(freqs.size)) if freqs.size > 1 else 0.0
     if valid.any():
@@ -314,12 +355,13 @@ def summarise(
     dof_per_segment: int = DOF,
     coherence: float = 0.0,
     pad_factor: int = 1,
-    attached: Mapping[str, list[Estimate]] | None = None,
+    attached: Mapping[str, Attached | list[Estimate]] | None = None,
 ) -> list[SourceSummary]:
     """Every catalogued source as the current stack and estimates describe it, by frequency.
     ``pad_factor`` >= 2: the stacked SNR is corrected for scalloping (the line between bins).
-    ``attached``: ``associate(f, sources, estimates, radius)`` when the caller has it already
-    (the catalogue extends the previous segment's with the new estimates only)."""
+    ``attached``: ``associate(f, sources, estimates, radius)`` when the caller has it already,
+    lists or :class:`Attached` columns (the catalogue extends the previous segment's columns
+    with the new estimates only)."""
     f = np.asarray(f, dtype=np.float64)
     total = np.asarray(total, dtype=np.float64)
     count = np.asarray(count)
@@ -329,9 +371,8 @@ def summarise(
     excess = total - dof_per_segment * count
     out = []
     for sid, k in sources.items():
-        ests = attached[sid]
+        ests = _columns(attached[sid])
         freq, sigma = frequency_and_sigma(ests, float(f[k]), bin_width)
-        amplitudes = [e.amplitude for e in ests if math.isfinite(e.amplitude)]
         out.append(
             SourceSummary(
                 source_id=sid,
@@ -347,7 +388,7 @@ def summarise(
                 ),
                 n_segments=int(count[k]),
                 n_estimates=len(ests),
-                mean_amplitude=float(np.mean(amplitudes)) if amplitudes else None,
+                mean_amplitude=ests.mean_amplitude(),
             )
         )
     return sorted(out, key=lambda s: (s.frequency_bin, s.source_id))
