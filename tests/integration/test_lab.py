@@ -55,12 +55,12 @@ SEGMENTS = 32
 FEED_INTERVAL_S = 0.5
 SERVICE_HOST, SPARE_HOST, BROKER_HOST = 3, 2, 1
 PARTITION_S = 30
-# A lab of its own, on a subnet and names no operator's default lab uses.
-# The claim-check store is the lab's file store here: with the S3 store on a lab host (host 2,
-# never faulted), three of the four faults passed in a run of their own, but the reference run
-# found its segments "already ingested" whenever the stack's SeaweedFS also ran on loopback, as
-# in CI (cause not found yet): `LISA_LAB_STORE=s3` is wired, its test is not.
-SETTINGS = LabSettings(name="lisalabt", subnet="10.214.0.0/24", kafka_heap="448m")
+# A lab of its own, on a subnet and names no operator's default lab uses. The claim-check store
+# is the S3 server on host 2 (the spare host, never faulted), on its own ports: weed's gRPC
+# sockets are per machine, so the stack's SeaweedFS, which CI runs too, must not share them.
+SETTINGS = LabSettings(
+    name="lisalabt", subnet="10.214.0.0/24", kafka_heap="448m", store="s3", store_host=SPARE_HOST
+)
 FIGURES = Path(os.environ.get("LISA_TEST_FIGURES_LAB", "artifacts/lab.json"))
 
 
@@ -94,7 +94,12 @@ def lab(tmp_path_factory):
         shutil.rmtree(logs, ignore_errors=True)
         for part in ("hosts", "data"):  # services' logs; brokers' (their storage is gone)
             if (the_lab.root / part).exists():
-                shutil.copytree(the_lab.root / part, logs / part, dirs_exist_ok=True)
+                shutil.copytree(
+                    the_lab.root / part,
+                    logs / part,
+                    dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("*.sock", "credentials", "s3.json"),
+                )
 
 
 @pytest.fixture(autouse=True)
@@ -210,6 +215,17 @@ class Run:
             proc.terminate()
 
 
+def store_objects(run: Run) -> list[str]:
+    """The keys under the run's store prefix, listed on the lab's S3 server."""
+    from choreo.objectstore import make_client, parse_root
+
+    bucket, prefix = parse_root(run.store_uri)
+    pages = (
+        make_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
+    )
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
 def run_pipeline(lab: Lab, days: list[Path], name: str) -> Run:
     run = Run(lab, name, days)
     run.start_steps(SERVICE_HOST)
@@ -244,6 +260,10 @@ def reference(lab, days):
         sources, settled_s = run.settle()
         assert_same_catalogue(run, sources, sources)  # accounting only: nothing lost
         stall = run.longest_stall_s()
+        objects = store_objects(run)
+        # every file's ledger note and its products are objects of the lab's S3 server
+        assert sum(key.endswith(".done") for key in objects) == SEGMENTS
+        assert sum(key.endswith(".h5") for key in objects) >= 3 * SEGMENTS
     finally:
         run.stop()
     record_figures(
@@ -434,6 +454,9 @@ def test_lab_down_leaves_no_namespace_link_or_process(lab):
             assert not Path(f"/proc/{pid}").exists() or _zombie(pid), pid
     assert lab.state() is None
     assert not list((lab.root / "data").glob("kafka-*/data"))  # no broker storage left
+    assert not list((lab.root / "data").glob("s3/objectstore-*/data"))  # no object left
+    assert not list((lab.root / "data").glob("s3/objectstore-*/*.sock"))
+    assert not list((lab.root / "data").glob("s3/objectstore-*/credentials"))
     assert lab.down() == {"processes": 0, "namespaces": 0, "links": 0}
     assert shutil.which("ip")  # (what the checks above relied on)
 

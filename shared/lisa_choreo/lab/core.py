@@ -285,6 +285,13 @@ class Lab:
             shutil.rmtree(node_dir / "data", ignore_errors=True)
         (self.root / "data" / "cluster.id").unlink(missing_ok=True)
         shutil.rmtree(self.root / "store", ignore_errors=True)
+        for server_dir in (self.root / "data" / "s3").glob("objectstore-*"):
+            # the S3 store goes too (objects, sockets, its lab's credentials); its log stays
+            shutil.rmtree(server_dir / "data", ignore_errors=True)
+            for leftover in (*server_dir.glob("*.sock"), *server_dir.glob("*.pid")):
+                leftover.unlink(missing_ok=True)
+            for secret in ("credentials", "s3.json"):
+                (server_dir / secret).unlink(missing_ok=True)
         self.state_file.unlink(missing_ok=True)
         return removed
 
