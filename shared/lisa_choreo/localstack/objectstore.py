@@ -44,11 +44,9 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import string
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -63,6 +61,7 @@ from lisa_choreo.localstack.brokers import (
     spawn_detached,
     stop_managed,
 )
+from lisa_choreo.localstack.tools import GoBuild
 
 MODULE = "github.com/seaweedfs/seaweedfs"
 VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
@@ -98,41 +97,21 @@ def binary_path() -> Path:
     return bin_dir() / "weed"
 
 
-def _version_file() -> Path:
-    return bin_dir() / ".version"
+def _pinned() -> GoBuild:
+    return GoBuild(binary_path(), bin_dir() / ".version", f"{MODULE}@{VERSION}")
 
 
 def cached_binary() -> Path | None:
     """The built ``weed`` if this home holds the pinned version, else None (no build)."""
-    path = binary_path()
-    try:
-        built = _version_file().read_text().strip()
-    except OSError:
-        return None
-    return path if built == f"{MODULE}@{VERSION}" and os.access(path, os.X_OK) else None
-
-
-def _go(go: str, args: list[str], cwd: Path, what: str) -> None:
-    env = {**os.environ, "GOFLAGS": "-buildvcs=false -mod=mod"}
-    result = subprocess.run(
-        [go, *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
-        raise StackError(f"{what} failed: " + " | ".join(tail))
+    return _pinned().cached()
 
 
 def build(say=lambda text: None) -> Path:
     """Build the pinned ``weed`` once from the wrapper module; later calls return the cache."""
-    cached = cached_binary()
-    if cached is not None:
+    pinned = _pinned()
+    if (cached := pinned.cached()) is not None:
         return cached
-    go = shutil.which("go")
-    if go is None:
-        raise StackError(
-            "`go` not found on PATH: the object store (SeaweedFS) is built once from the Go "
-            f"module proxy ({MODULE}@{VERSION}; https://go.dev/doc/install)"
-        )
+    go = pinned.require_go("the object store (SeaweedFS)")
     src = home() / "seaweedfs" / "build"
     src.mkdir(parents=True, exist_ok=True)
     (src / "go.mod").write_text(GO_MOD)
@@ -141,13 +120,12 @@ def build(say=lambda text: None) -> Path:
     bin_dir().mkdir(parents=True, exist_ok=True)
     say(f"building SeaweedFS ({VERSION}) with go build (once, 4-15 min) into {bin_dir()}")
     t0 = time.monotonic()
-    _go(go, ["mod", "tidy"], src, "resolving SeaweedFS's modules (go mod tidy)")
+    flags = {"cwd": src, "GOFLAGS": "-buildvcs=false -mod=mod"}
+    pinned.run_go(go, ["mod", "tidy"], "resolving SeaweedFS's modules (go mod tidy)", **flags)
     tmp = bin_dir() / "weed.partial"
-    _go(go, ["build", "-o", str(tmp), COMMAND], src, "building SeaweedFS (go build)")
+    pinned.run_go(go, ["build", "-o", str(tmp), COMMAND], "building SeaweedFS (go build)", **flags)
     tmp.replace(binary_path())
-    _version_file().write_text(f"{MODULE}@{VERSION}\n")
-    (bin_dir() / ".build-seconds").write_text(f"{time.monotonic() - t0:.1f}\n")
-    return binary_path()
+    return pinned.record(t0, bin_dir() / ".build-seconds")
 
 
 @dataclass(frozen=True)

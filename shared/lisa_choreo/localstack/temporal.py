@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -41,6 +39,7 @@ from lisa_choreo.localstack.brokers import (
     spawn_detached,
     stop_managed,
 )
+from lisa_choreo.localstack.tools import GoBuild
 
 CLI_MODULE = "github.com/temporalio/cli/cmd/temporal"
 CLI_VERSION = "v1.5.1"
@@ -66,18 +65,13 @@ def binary_path() -> Path:
     return bin_dir() / "temporal"
 
 
-def _version_file() -> Path:
-    return bin_dir() / ".version"
+def _pinned() -> GoBuild:
+    return GoBuild(binary_path(), bin_dir() / ".version", f"{CLI_MODULE}@{CLI_VERSION}")
 
 
 def cached_binary() -> Path | None:
     """The built CLI if this home holds the pinned version, else None (no build)."""
-    path = binary_path()
-    try:
-        built = _version_file().read_text().strip()
-    except OSError:
-        return None
-    return path if built == f"{CLI_MODULE}@{CLI_VERSION}" and os.access(path, os.X_OK) else None
+    return _pinned().cached()
 
 
 def install_command() -> list[str]:
@@ -86,29 +80,16 @@ def install_command() -> list[str]:
 
 def build(say=lambda text: None) -> Path:
     """``go install`` the pinned CLI into ``bin_dir()`` once; later calls return the cache."""
-    cached = cached_binary()
-    if cached is not None:
+    pinned = _pinned()
+    if (cached := pinned.cached()) is not None:
         return cached
-    go = shutil.which("go")
-    if go is None:
-        raise StackError(
-            "`go` not found on PATH: the Temporal dev server is built once from the Go module "
-            f"proxy ({CLI_MODULE}@{CLI_VERSION}; https://go.dev/doc/install)"
-        )
+    go = pinned.require_go("the Temporal dev server")
     target = bin_dir()
     target.mkdir(parents=True, exist_ok=True)
     say(f"building the Temporal CLI {CLI_VERSION} with go install (once, 2-5 min) into {target}")
-    env = {**os.environ, "GOBIN": str(target), "GOFLAGS": "-buildvcs=false"}
     t0 = time.monotonic()
-    result = subprocess.run(
-        [go, *install_command()[1:]], env=env, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
-        raise StackError("building the Temporal CLI failed: " + " | ".join(tail))
-    _version_file().write_text(f"{CLI_MODULE}@{CLI_VERSION}\n")
-    (target / ".build-seconds").write_text(f"{time.monotonic() - t0:.1f}\n")
-    return binary_path()
+    pinned.run_go(go, install_command()[1:], "building the Temporal CLI", GOBIN=str(target))
+    return pinned.record(t0, target / ".build-seconds")
 
 
 @dataclass(frozen=True)

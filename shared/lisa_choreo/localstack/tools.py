@@ -41,47 +41,77 @@ def bin_dir() -> Path:
     return home() / "tools" / "bin"
 
 
-def _version_file(tool: GoTool) -> Path:
-    return bin_dir() / f".{tool.name}.version"
-
-
-def cached(tool: GoTool) -> Path | None:
-    """The built binary if this home holds the pinned version, else None (no build)."""
-    path = bin_dir() / tool.name
-    try:
-        built = _version_file(tool).read_text().strip()
-    except OSError:
-        return None
-    return path if built == tool.pin and os.access(path, os.X_OK) else None
-
-
 def go_binary() -> str | None:
     """``go`` on PATH, else the official tarball's place (/usr/local/go/bin)."""
     default = Path("/usr/local/go/bin/go")
     return shutil.which("go") or (str(default) if os.access(default, os.X_OK) else None)
 
 
+@dataclass(frozen=True)
+class GoBuild:
+    """Where one pinned Go build lands and how it is known to be there: ``binary`` beside a
+    version file naming the pin built (a new pin rebuilds) and the build's seconds. Shared by
+    these tools, the Temporal CLI and SeaweedFS, which differ only in how they build."""
+
+    binary: Path
+    version_file: Path
+    pin: str
+
+    def cached(self) -> Path | None:
+        """The binary if this home holds the pinned version, else None (no build)."""
+        try:
+            built = self.version_file.read_text().strip()
+        except OSError:
+            return None
+        return self.binary if built == self.pin and os.access(self.binary, os.X_OK) else None
+
+    def require_go(self, what: str) -> str:
+        go = go_binary()
+        if go is None:
+            raise StackError(f"`go` not found on PATH: {what} is built once from {self.pin}")
+        return go
+
+    def run_go(self, go: str, args: list[str], what: str, cwd: Path | None = None, **env) -> None:
+        """``go ARGS``; a failure raises ``StackError`` with the last lines of its output."""
+        result = subprocess.run(
+            [go, *args],
+            cwd=cwd,
+            env={**os.environ, "GOFLAGS": "-buildvcs=false", **env},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
+            raise StackError(f"{what} failed: " + " | ".join(tail))
+
+    def record(self, started: float, seconds_file: Path) -> Path:
+        """Mark the build done (after the binary is in place)."""
+        self.version_file.write_text(self.pin + "\n")
+        seconds_file.write_text(f"{time.monotonic() - started:.1f}\n")
+        return self.binary
+
+
+def _build_of(tool: GoTool) -> GoBuild:
+    return GoBuild(bin_dir() / tool.name, bin_dir() / f".{tool.name}.version", tool.pin)
+
+
+def cached(tool: GoTool) -> Path | None:
+    """The built binary if this home holds the pinned version, else None (no build)."""
+    return _build_of(tool).cached()
+
+
 def build(tool: GoTool, say=lambda text: None) -> Path:
     """``go install`` the pinned tool into ``bin_dir()`` once; later calls return the cache."""
-    path = cached(tool)
-    if path is not None:
+    pinned = _build_of(tool)
+    if (path := pinned.cached()) is not None:
         return path
-    go = go_binary()
-    if go is None:
-        raise StackError(
-            f"`go` not found on PATH: {tool.name} is built once with go install {tool.pin}"
-        )
+    go = pinned.require_go(tool.name)
     target = bin_dir()
     target.mkdir(parents=True, exist_ok=True)
     say(f"building {tool.name} {tool.version} with go install (once) into {target}")
-    env = {**os.environ, "GOBIN": str(target), "GOFLAGS": "-buildvcs=false", "CGO_ENABLED": "0"}
     t0 = time.monotonic()
-    result = subprocess.run(
-        [go, "install", tool.pin], env=env, capture_output=True, text=True, check=False
+    pinned.run_go(
+        go, ["install", tool.pin], f"building {tool.name}", GOBIN=str(target), CGO_ENABLED="0"
     )
-    if result.returncode != 0:
-        tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
-        raise StackError(f"building {tool.name} failed: " + " | ".join(tail))
-    _version_file(tool).write_text(tool.pin + "\n")
-    (target / f".{tool.name}.build-seconds").write_text(f"{time.monotonic() - t0:.1f}\n")
-    return target / tool.name
+    return pinned.record(t0, target / f".{tool.name}.build-seconds")
