@@ -200,28 +200,28 @@ def _sigma(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+_FIELDS = {  # the fit's parameter -> its field in the event; its sigma is "sigma_" + field
+    "frequency": "frequency_hz",
+    "frequency_derivative": "frequency_derivative_hz_s",
+    "ecliptic_latitude": "ecliptic_latitude_rad",
+    "ecliptic_longitude": "ecliptic_longitude_rad",
+    "amplitude": "amplitude",
+    "inclination": "inclination_rad",
+    "polarization": "polarization_rad",
+    "initial_phase": "initial_phase_rad",
+}
+
+
 def _event(src: CatalogSource, event_id: str, ids: list[str], fit: RefinedFit) -> SourceRefined:
-    v, s = fit.values, fit.sigmas
+    parameters: dict[str, float | None] = {}
+    for name, field in _FIELDS.items():
+        parameters[field] = fit.values[name]
+        parameters[f"sigma_{field}"] = _sigma(fit.sigmas[name])
     return SourceRefined(
         source_id=src.source_id,
         catalog_event_id=event_id,
         segments=ids,
-        frequency_hz=v["frequency"],
-        sigma_frequency_hz=_sigma(s["frequency"]),
-        frequency_derivative_hz_s=v["frequency_derivative"],
-        sigma_frequency_derivative_hz_s=_sigma(s["frequency_derivative"]),
-        ecliptic_latitude_rad=v["ecliptic_latitude"],
-        sigma_ecliptic_latitude_rad=_sigma(s["ecliptic_latitude"]),
-        ecliptic_longitude_rad=v["ecliptic_longitude"],
-        sigma_ecliptic_longitude_rad=_sigma(s["ecliptic_longitude"]),
-        amplitude=v["amplitude"],
-        sigma_amplitude=_sigma(s["amplitude"]),
-        inclination_rad=v["inclination"],
-        sigma_inclination_rad=_sigma(s["inclination"]),
-        polarization_rad=v["polarization"],
-        sigma_polarization_rad=_sigma(s["polarization"]),
-        initial_phase_rad=v["initial_phase"],
-        sigma_initial_phase_rad=_sigma(s["initial_phase"]),
+        **parameters,
         snr=fit.snr,
         reduced_chi2=fit.chi2 / max(fit.dof, 1),
         tdi_generation=SETTINGS.tdi_generation,
