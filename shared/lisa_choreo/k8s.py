@@ -75,10 +75,11 @@ MEASURED: dict[str, Measured] = {
     # `lisa-choreo run` process on the dev stack (README "Kubernetes").
     "ingest": Measured(108, 8, 6.99, "30 segments through the inbox, psutil"),
     "flows": Measured(87, 5, 6.99, "30 segments through the inbox, psutil"),
-    # Not benchmarked yet: the 30-day demo's refine spent ~2 min fitting for 30 segments (one
-    # coherent fit per promoted source and catalogue update, 9-16 s each); RSS not measured, the
-    # figure is an allowance for its numpy work arrays, to be replaced by a bench row.
-    "refine": Measured(256, 4000, 0.25, "30-day demo, fit time only; RSS assumed"),
+    # refine runs after the catalogue, one coherent fit per updated source: measured the same
+    # way on `lisa-choreo demo --days 30` (30 segments ingested at once, 6 sources refined; the
+    # refine process sampled with psutil every 0.2 s): peak RSS 200 MiB, 16.8 CPU-s over the
+    # 40 s run, i.e. 560 ms per segment at the 0.75 segment/s the run averaged.
+    "refine": Measured(200, 560, 0.75, "30-day demo, psutil"),
 }
 
 
