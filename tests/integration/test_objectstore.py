@@ -209,9 +209,32 @@ def test_stack_status_and_env_report_the_object_store(object_store, capsys):
     assert env.returncode == 0, env.stderr
     assert f"export AWS_SHARED_CREDENTIALS_FILE={object_store.credentials_file}" in env.stdout
     assert f"export AWS_ENDPOINT_URL_S3={object_store.endpoint}" in env.stdout
-    key_id, secret = objectstore._credentials(object_store)
-    assert secret not in env.stdout + status.stdout + up
-    assert key_id not in env.stdout + status.stdout + up
+    for admin in (False, True):
+        key_id, secret = objectstore._credentials(object_store, admin)
+        assert secret not in env.stdout + status.stdout + up
+        assert key_id not in env.stdout + status.stdout + up
+
+
+def test_the_services_key_reaches_objects_not_buckets(object_store):
+    """Least privilege: the key the services get reads, writes and lists objects; creating or
+    deleting a bucket is refused (only the stack's own key may)."""
+    from botocore.exceptions import ClientError
+
+    from lisa_choreo.localstack import objectstore
+
+    services = objectstore.client(object_store, attempts=1, admin=False)
+    key = f"least-privilege/{uuid.uuid4().hex}"
+    services.put_object(Bucket=TEST_BUCKET, Key=key, Body=b"x")
+    assert services.get_object(Bucket=TEST_BUCKET, Key=key)["Body"].read() == b"x"
+    for refused in (
+        lambda: services.create_bucket(Bucket=f"lisa-other-{uuid.uuid4().hex[:8]}"),
+        lambda: services.delete_bucket(Bucket=TEST_BUCKET),
+    ):
+        with pytest.raises(ClientError) as denied:
+            refused()
+        assert denied.value.response["Error"]["Code"] == "AccessDenied"
+    stack = objectstore.client(object_store)
+    assert TEST_BUCKET in [b["Name"] for b in stack.list_buckets()["Buckets"]]
 
 
 @pytest.mark.kafka

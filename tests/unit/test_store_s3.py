@@ -5,6 +5,7 @@ requests themselves are tested on a real SeaweedFS (tests/integration/test_objec
 from __future__ import annotations
 
 import hashlib
+import json
 import stat
 
 import numpy as np
@@ -199,11 +200,17 @@ def test_stack_credentials_are_private_and_never_in_the_environment(monkeypatch,
     monkeypatch.setenv("LISA_CHOREO_HOME", str(tmp_path))
     server = objectstore.ObjectStoreServer(8433)
     path = objectstore.ensure_credentials(server)
-    for made in (path, server.server_config):
+    for made in (path, server.admin_credentials_file, server.server_config):
         assert stat.S_IMODE(made.stat().st_mode) == 0o600
     key_id, secret = objectstore._credentials(server)
+    admin_id, admin_secret = objectstore._credentials(server, admin=True)
     assert len(secret) >= 40
-    assert secret in server.server_config.read_text()
+    assert len({key_id, admin_id}) == len({secret, admin_secret}) == 2  # two keys
+    identities = json.loads(server.server_config.read_text())["identities"]
+    actions = {i["credentials"][0]["secretKey"]: set(i["actions"]) for i in identities}
+    assert actions[secret] == {"Read", "Write", "List"}  # the services': objects only
+    assert "Admin" in actions[admin_secret]
+    assert admin_secret not in path.read_text()  # the services' file holds their key only
     first = path.read_text()
     objectstore.ensure_credentials(server)
     assert path.read_text() == first  # made once
@@ -211,6 +218,7 @@ def test_stack_credentials_are_private_and_never_in_the_environment(monkeypatch,
     assert env["AWS_SHARED_CREDENTIALS_FILE"] == str(path)
     assert env["LISA_STORE_URI"] == "s3://lisa-choreo/store"
     assert not any(secret in value or key_id in value for value in env.values())
+    assert not any(admin_secret in value or admin_id in value for value in env.values())
     assert not any(secret in a for a in server.command(path))
 
 

@@ -171,8 +171,13 @@ class ObjectStoreServer:
 
     @property
     def credentials_file(self) -> Path:
-        """The clients' credentials, AWS shared-file format (mode 0600)."""
+        """The services' credentials, AWS shared-file format (mode 0600): objects only."""
         return self.state_dir / "credentials"
+
+    @property
+    def admin_credentials_file(self) -> Path:
+        """The stack's own credentials (buckets, readiness), never handed to a service."""
+        return self.state_dir / "admin-credentials"
 
     def command(self, binary: Path) -> list[str]:
         p = self.port
@@ -230,44 +235,64 @@ def _write_private(path: Path, text: str) -> None:
         fh.write(text)
 
 
-def ensure_credentials(server: ObjectStoreServer) -> Path:
-    """One access key per state directory, made once: the server's ``s3.json`` and the
-    clients' ``credentials`` file (both 0600). Returns the clients' file."""
-    server.state_dir.mkdir(parents=True, exist_ok=True)
-    if server.credentials_file.exists() and server.server_config.exists():
-        return server.credentials_file
+SERVICE_ACTIONS = ("Read", "Write", "List")
+"""What the services' key may do: read, write and list objects. Creating, deleting or
+configuring a bucket needs SeaweedFS's ``Admin`` (or ``DeleteBucket``), which only the stack's
+own key holds: a service's key cannot remove the store it writes to."""
+
+
+def _new_key() -> tuple[str, str]:
     alphabet = string.ascii_uppercase + string.digits
-    key_id = "LISA" + "".join(secrets.choice(alphabet) for _ in range(16))
-    secret = secrets.token_urlsafe(30)
-    identity = {
-        "name": "lisa-choreo",
-        "credentials": [{"accessKey": key_id, "secretKey": secret}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }
-    _write_private(server.server_config, json.dumps({"identities": [identity]}, indent=2) + "\n")
-    _write_private(
-        server.credentials_file,
-        f"[default]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n",
-    )
+    return "LISA" + "".join(secrets.choice(alphabet) for _ in range(16)), secrets.token_urlsafe(30)
+
+
+def _shared_file(key_id: str, secret: str) -> str:
+    return f"[default]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n"
+
+
+def ensure_credentials(server: ObjectStoreServer) -> Path:
+    """Two access keys per state directory, made once: the services' (``SERVICE_ACTIONS``) and
+    the stack's (``Admin``), in the server's ``s3.json`` and one AWS shared file each (all
+    0600). Returns the services' file."""
+    server.state_dir.mkdir(parents=True, exist_ok=True)
+    files = (server.credentials_file, server.admin_credentials_file, server.server_config)
+    if all(path.exists() for path in files):
+        return server.credentials_file
+    (service_id, service_secret), (admin_id, admin_secret) = _new_key(), _new_key()
+    identities = [
+        {
+            "name": "lisa-choreo-services",
+            "credentials": [{"accessKey": service_id, "secretKey": service_secret}],
+            "actions": list(SERVICE_ACTIONS),
+        },
+        {
+            "name": "lisa-choreo-stack",
+            "credentials": [{"accessKey": admin_id, "secretKey": admin_secret}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        },
+    ]
+    _write_private(server.server_config, json.dumps({"identities": identities}, indent=2) + "\n")
+    _write_private(server.credentials_file, _shared_file(service_id, service_secret))
+    _write_private(server.admin_credentials_file, _shared_file(admin_id, admin_secret))
     return server.credentials_file
 
 
-def _credentials(server: ObjectStoreServer) -> tuple[str, str]:
+def _credentials(server: ObjectStoreServer, admin: bool = False) -> tuple[str, str]:
     import configparser
 
     parser = configparser.ConfigParser()
-    parser.read(server.credentials_file)
+    parser.read(server.admin_credentials_file if admin else server.credentials_file)
     section = parser["default"]
     return section["aws_access_key_id"], section["aws_secret_access_key"]
 
 
-def client(server: ObjectStoreServer, attempts: int = 3) -> Any:
-    """A boto3 client on this server with its generated credentials (for the stack itself:
-    bucket creation, readiness, tests)."""
+def client(server: ObjectStoreServer, attempts: int = 3, admin: bool = True) -> Any:
+    """A boto3 client on this server: with the stack's own key (bucket creation, readiness,
+    tests), or with the services' (``admin=False``)."""
     import boto3
     from botocore.config import Config
 
-    key_id, secret = _credentials(server)
+    key_id, secret = _credentials(server, admin)
     config = Config(
         region_name=REGION,
         connect_timeout=2,
@@ -298,7 +323,7 @@ def service_env(
 
 def probe(server: ObjectStoreServer) -> bool:
     """True if the S3 gateway answers an authenticated request (its filer is up too)."""
-    if not server.credentials_file.exists():
+    if not server.admin_credentials_file.exists():
         return False
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -430,6 +455,10 @@ def wait_ready(server: ObjectStoreServer, timeout_s: float = 60.0) -> None:
 def up(server: ObjectStoreServer, bucket: str = DEFAULT_BUCKET, say=lambda text: None) -> bool:
     """Start (unless running), wait until ready, create the bucket. True if started here."""
     started = False
+    if running_pid(server) is not None and not server.admin_credentials_file.exists():
+        say(f"restarting the object store on {server.endpoint}: its keys predate the split")
+        stop(server)  # one key served both the stack and the services: made again below
+        server.credentials_file.unlink(missing_ok=True)
     if running_pid(server) is None:
         start(server, say)
         started = True
