@@ -9,7 +9,6 @@ catalogue) to time each input through each step.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 import uuid
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import psutil
 
+from choreo.logs import read_log_events
 from choreo.settings import KafkaSettings
 from choreo.topology import TopicSpec, ensure_topics
 from lisa_choreo.processes import ServiceProcess
@@ -28,23 +28,10 @@ PIPELINE_STEPS = ("condition", "gb-search", "estimate", "catalog")
 
 def log_events(path: Path, event: str | None = None) -> list[dict]:
     """The JSON lines of a service log (those named ``event`` only), with ``t`` in epoch s."""
-    out = []
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return out
-    for line in text.splitlines():
-        if not line.startswith("{"):
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if event is not None and rec.get("event") != event:
-            continue
+    out = read_log_events(path, event)
+    for rec in out:
         if "timestamp" in rec:
             rec["t"] = datetime.fromisoformat(rec["timestamp"].replace("Z", "+00:00")).timestamp()
-        out.append(rec)
     return out
 
 

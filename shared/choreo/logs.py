@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 import structlog
 from opentelemetry import trace
@@ -67,3 +69,24 @@ def configure_logging(service: str, level: str | None = None) -> None:
     root.setLevel(level_name)
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
     structlog.contextvars.bind_contextvars(service=service)
+
+
+def read_log_events(path: Path, event: str | None = None) -> list[dict]:
+    """The JSON lines of a service's log (those named ``event`` only), in order; lines that are
+    not JSON objects (a traceback, a half-written last line) are skipped, a missing log is
+    empty. What the tests, the benchmark and the study read of a service's behaviour."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if event is None or record.get("event") == event:
+            out.append(record)
+    return out

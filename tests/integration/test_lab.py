@@ -35,14 +35,14 @@ from pathlib import Path
 
 import pytest
 
+from choreo.logs import read_log_events
 from choreo.topology import ensure_topics
-from lisa_choreo.accounting import build_report
 from lisa_choreo.lab import net
 from lisa_choreo.lab.core import Lab, LabSettings
 from lisa_choreo.registry import topology
 from tests.conftest import wait_until
-from tests.integration.fleet import STEPS, catalogue, ingest_files
-from tests.integration.test_recovery import _as_table, _lines_days
+from tests.integration import fleet
+from tests.integration.fleet import STEPS, catalogue, ingest_files, lines_days
 
 pytestmark = [
     pytest.mark.kafka,
@@ -117,7 +117,7 @@ def healed(request):
 @pytest.fixture(scope="module")
 def days(tmp_path_factory) -> list[Path]:
     """32 daily files: SciRD noise and three binaries promoted on their first segment."""
-    return _lines_days(tmp_path_factory.mktemp("lab-days"), SEGMENTS, seed=32)
+    return lines_days(tmp_path_factory.mktemp("lab-days"), SEGMENTS, seed=32)
 
 
 class Run:
@@ -179,15 +179,12 @@ class Run:
 
     def stacked(self) -> list[datetime]:
         """When each segment was stacked, from the logs of every catalogue of this run."""
-        times = []
-        for proc in self.procs:
-            if proc.service != "catalog":
-                continue
-            for line in proc.log.read_text(errors="replace").splitlines():
-                if '"segment stacked"' in line:
-                    with_ts = json.loads(line)
-                    times.append(datetime.fromisoformat(with_ts["timestamp"]))
-        return sorted(times)
+        return sorted(
+            datetime.fromisoformat(record["timestamp"])
+            for proc in self.procs
+            if proc.service == "catalog"
+            for record in read_log_events(proc.log, "segment stacked")
+        )
 
     def wait_stacked(self, n: int, timeout_s: float, what: str) -> None:
         wait_until(lambda: self.supervise() or len(self.stacked()) >= n, timeout_s, what)
@@ -235,16 +232,7 @@ def run_pipeline(lab: Lab, days: list[Path], name: str) -> Run:
 
 def assert_same_catalogue(run: Run, result: list, expected: list) -> dict:
     """The equality the issue asks for, and the run's accounting."""
-    assert len(result) == len(expected)  # each source once
-    got, want = _as_table(result), _as_table(expected)
-    assert sorted(got) == sorted(want)  # the same bins
-    for bin_, (stat, segments, estimates, contributing) in want.items():
-        assert got[bin_][0] == pytest.approx(stat, rel=1e-9)
-        assert got[bin_][1:] == (segments, estimates, contributing)
-        assert len(set(contributing)) == len(contributing) == SEGMENTS  # every segment once
-    report = asyncio.run(build_report(run.settings))
-    assert len(report.segments.raw) == SEGMENTS
-    assert report.segments.unaccounted == set()
+    report = fleet.assert_same_catalogue(run.settings, result, expected, SEGMENTS)
     return {
         "lost": len(report.segments.unaccounted),
         "dead_lettered": len(report.segments.dead_lettered),

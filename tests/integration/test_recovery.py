@@ -32,16 +32,15 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from choreo import Envelope
+from choreo.logs import read_log_events
 from choreo.publisher import Publisher, make_producer
 from choreo.settings import KafkaSettings
 from choreo.store import Store
 from choreo.topology import Topology, ensure_topics
-from lisa_choreo.accounting import build_report
 from lisa_choreo.registry import TOPICS, topology
 from lisa_choreo.simfile import simulate
 from lisa_services.catalog.service import step as catalog_step
@@ -50,8 +49,10 @@ from tests.conftest import Services, wait_until
 from tests.integration.fleet import (
     DAY,
     STEPS,
+    assert_same_catalogue,
     catalogue,
     ingest_files,
+    lines_days,
     split_days,
     start_steps,
 )
@@ -73,16 +74,7 @@ FIGURES = Path(os.environ.get("LISA_TEST_FIGURES", "artifacts/reliability.json")
 
 def events(proc, name: str) -> list[dict]:
     """The JSON log lines ``name`` of a service process, in order."""
-    out = []
-    for line in proc.log_path.read_text(errors="replace").splitlines():
-        if line.startswith("{"):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if record.get("event") == name:
-                out.append(record)
-    return out
+    return read_log_events(proc.log_path, name)
 
 
 def processed(proc, subject: str) -> bool:
@@ -405,47 +397,6 @@ def test_a_sigkilled_service_loses_no_log_line(services, output):
 # -- random SIGKILLs every 2-6 s on 60 segments ------------------------------------------------
 
 
-# (frequency Hz, optimal SNR per day in each of A and E)
-_LINES = ((2.1e-3, 5.0), (4.3e-3, 6.0), (7.7e-3, 4.5))
-
-
-def _lines_days(out: Path, days: int, seed: int) -> list[Path]:
-    """One LDC file per day at dt = 5 s: SciRD TDI 2.0 noise drawn as the simulator draws it, plus
-    three monochromatic binaries, so that every step does its real work (candidates, fits,
-    promotions) on data made in a second (the verification binaries take a minute for 60 days).
-
-    The binaries are promoted on their first segment, and their window's leakage stays far
-    (> 4 sigma at 60 segments) below the promotion threshold. That matters: a promotion is kept
-    once made, so a bin that hovers at the threshold is promoted or not depending on the order
-    segments arrive in, which differs between any two runs (six partitions processed in
-    parallel), faults or not; louder binaries (the benchmark's SNR 9-12 per day) make the leakage
-    five bins from the 7.7 mHz line reach the threshold near 60 segments."""
-    from lisa_science.ldc import TDIData, write_ldc
-    from lisa_science.noise import tdi_psd
-    from lisa_science.segments import aet_to_xyz
-    from lisa_science.simulate import coloured_noise
-
-    dt, n = 5.0, int(DAY / 5.0)
-    rng = np.random.default_rng(seed)
-    time_s = np.arange(days * n) * dt
-    channels = {
-        ch: coloured_noise(days * n, dt, lambda f, ch=ch: tdi_psd(f, ch, "2.0"), rng)
-        for ch in ("A", "E", "T")
-    }
-    for k, (f, snr) in enumerate(_LINES):
-        for ch, phase in (("A", 0.3 + k), ("E", 1.1 + k)):
-            amplitude = snr * np.sqrt(float(tdi_psd(np.array([f]), ch, "2.0")[0]) / DAY)
-            channels[ch] += amplitude * np.cos(2 * np.pi * f * time_s + phase)
-    x, y, z = aet_to_xyz(channels["A"], channels["E"], channels["T"])
-    files = []
-    for d in range(days):
-        part = slice(d * n, (d + 1) * n)
-        path = out / f"day-{d:03d}.h5"
-        write_ldc(str(path), TDIData(t0=d * DAY, dt=dt, x=x[part], y=y[part], z=z[part]))
-        files.append(path)
-    return files
-
-
 def _fresh(kafka: KafkaSettings, tmp_path_factory, name: str) -> Services:
     settings = kafka.model_copy(update={"topic_prefix": f"{name}-{uuid.uuid4().hex[:6]}."})
     asyncio.run(ensure_topics(settings, topology().all_topics()))
@@ -455,18 +406,6 @@ def _fresh(kafka: KafkaSettings, tmp_path_factory, name: str) -> Services:
 def _complete(settings: KafkaSettings, n: int) -> list | None:
     sources = catalogue(settings)
     return sources if sources and min(s.n_segments for s in sources) >= n else None
-
-
-def _as_table(sources) -> dict[int, tuple]:
-    return {
-        s.frequency_bin: (
-            s.stacked_statistic,
-            s.n_segments,
-            s.n_estimates,
-            tuple(sorted(s.contributing_segments)),
-        )
-        for s in sources
-    }
 
 
 FEED_INTERVAL_S = 0.5  # segments arrive at 2 per second, as in the benchmark's end-to-end case
@@ -518,7 +457,7 @@ def test_random_sigkills_every_few_seconds_on_60_segments(kafka, tmp_path_factor
     SIGKILLed and restarted every 2-6 s until the catalogue has stacked them all. The catalogue
     equals the fault-free run's, and the time to settle is reported against the fault-free one."""
     n = 60
-    files = _lines_days(tmp_path_factory.mktemp("lines60"), n, seed=60)
+    files = lines_days(tmp_path_factory.mktemp("lines60"), n, seed=60)
 
     clean = _fresh(kafka, tmp_path_factory, "clean60")
     try:
@@ -530,16 +469,7 @@ def test_random_sigkills_every_few_seconds_on_60_segments(kafka, tmp_path_factor
     try:
         faulty = _run(services, files, random.Random(20261130))
         result, expected, kills = faulty["catalogue"], fault_free["catalogue"], faulty["kills"]
-        assert len(result) == len(expected)  # each source once
-        got, want = _as_table(result), _as_table(expected)
-        assert sorted(got) == sorted(want)  # the same bins
-        for bin_, (stat, segments, estimates, contributing) in want.items():
-            assert got[bin_][0] == pytest.approx(stat, rel=1e-9)
-            assert got[bin_][1:] == (segments, estimates, contributing)
-            assert len(set(contributing)) == len(contributing) == n  # every segment once
-        report = asyncio.run(build_report(services.settings))
-        assert len(report.segments.raw) == n
-        assert report.segments.unaccounted == set()
+        report = assert_same_catalogue(services.settings, result, expected, n)
         ratio = faulty["settled_s"] / fault_free["settled_s"]
         feed_s = (n - 1) * FEED_INTERVAL_S
         record_figures(

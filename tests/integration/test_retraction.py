@@ -15,12 +15,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from choreo.logs import read_log_events
 from choreo.store import Store
 from choreo.topology import Topology, ensure_topics
 from lisa_choreo import traceview
@@ -31,9 +31,11 @@ from lisa_services.ingest.files import plan_file
 from tests.conftest import Services, read_all, wait_until
 from tests.integration.fleet import (
     DAY,
+    LINES,
     assert_same,
     catalogue,
     ingest_files,
+    lines_days,
     reference_catalogue,
     start_steps,
 )
@@ -43,53 +45,10 @@ pytestmark = pytest.mark.kafka
 
 DT = 10.0  # coarse: 8640 samples a day, every step fast
 DAYS = 30
-# (frequency Hz, optimal SNR per day in each of A and E): promoted on their first segments, far
-# above the threshold at 28 segments and with their leakage far below it, so the catalogue does
-# not depend on the order segments arrive in.
-LINES = ((2.1e-3, 5.0), (4.3e-3, 6.0), (7.7e-3, 4.5))
-
-
-def lines_days(out: Path, days: int, seed: int) -> list[Path]:
-    """One LDC file per day: SciRD TDI 2.0 noise drawn as the simulator draws it, plus ``LINES``
-    (as ``test_recovery._lines_days``, at ``DT``)."""
-    from lisa_science.ldc import TDIData, write_ldc
-    from lisa_science.noise import tdi_psd
-    from lisa_science.segments import aet_to_xyz
-    from lisa_science.simulate import coloured_noise
-
-    n = int(DAY / DT)
-    rng = np.random.default_rng(seed)
-    time_s = np.arange(days * n) * DT
-    channels = {
-        ch: coloured_noise(days * n, DT, lambda f, ch=ch: tdi_psd(f, ch, "2.0"), rng)
-        for ch in ("A", "E", "T")
-    }
-    for k, (f, snr) in enumerate(LINES):
-        for ch, phase in (("A", 0.3 + k), ("E", 1.1 + k)):
-            amplitude = snr * np.sqrt(float(tdi_psd(np.array([f]), ch, "2.0")[0]) / DAY)
-            channels[ch] += amplitude * np.cos(2 * np.pi * f * time_s + phase)
-    x, y, z = aet_to_xyz(channels["A"], channels["E"], channels["T"])
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for d in range(days):
-        part = slice(d * n, (d + 1) * n)
-        path = out / f"day-{d:03d}.h5"
-        write_ldc(str(path), TDIData(t0=d * DAY, dt=DT, x=x[part], y=y[part], z=z[part]))
-        files.append(path)
-    return files
 
 
 def events(proc, name: str) -> list[dict]:
-    out = []
-    for line in proc.log_path.read_text(errors="replace").splitlines():
-        if line.startswith("{"):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if record.get("event") == name:
-                out.append(record)
-    return out
+    return read_log_events(proc.log_path, name)
 
 
 def logged(proc, name: str, segment_id: str) -> bool:
@@ -98,7 +57,7 @@ def logged(proc, name: str, segment_id: str) -> bool:
 
 @pytest.fixture(scope="module")
 def days(tmp_path_factory) -> list[Path]:
-    return lines_days(tmp_path_factory.mktemp("lines30") / "days", DAYS, seed=30)
+    return lines_days(tmp_path_factory.mktemp("lines30") / "days", DAYS, seed=30, dt=DT)
 
 
 @pytest.mark.timeout(900)
