@@ -77,6 +77,7 @@ class BandDFT:
         self.spectra = np.fft.rfft(rows, axis=-1)  # (order, n // 2 + 1)
         self.orders = np.arange(order)
         self.weights = np.where(self.orders == 0, 1.0, 2.0) * (1j**self.orders)
+        self.parity = 1.0 - 2.0 * (self.orders % 2)  # J_p(-z) = (-1)^p J_p(z)
 
     def columns(self, bins: NDArray[np.int_]) -> NDArray[np.complex128]:
         """R_p(m) for every p at integer bins m (any sign), folded from the rfft: the window
@@ -108,7 +109,7 @@ class BandDFT:
         z = np.pi * frac[:, None]
         bessel = jv(self.orders, z)
         slope = jvp(self.orders, z) if derivative else None
-        parity = 1.0 - 2.0 * (self.orders % 2)
+        parity = self.parity
         out = []
         for g, (bins, sign) in enumerate(groups):
             coef = self.weights * (bessel if sign > 0 else parity * bessel)
@@ -128,6 +129,42 @@ class BandDFT:
                 values[rows] = coef[rows] @ cols
             out.append(np.exp(2j * np.pi * self.centre * sign * frac)[:, None] * values)
         return out
+
+    def pair_values(
+        self,
+        bins_plus: NDArray[np.int_],
+        bins_minus: NDArray[np.int_],
+        eta: ArrayLike,
+        cache: dict,
+    ) -> tuple[NDArray[np.complex128], NDArray[np.complex128]]:
+        """(D(bins_plus, eta), D(bins_minus, -eta)): :meth:`evaluate` of the two groups with
+        one matrix product, the hot path of a fit (the minus group's (-1)^p is folded into its
+        cached columns, its phase is the conjugate)."""
+        eta = np.atleast_1d(np.asarray(eta, dtype=np.float64))
+        whole = np.round(eta)
+        frac = eta - whole
+        coef = self.weights * jv(self.orders, np.pi * frac[:, None])
+        values = np.empty((eta.size, bins_plus.size + bins_minus.size), dtype=np.complex128)
+        for r in np.unique(whole):
+            shift = int(r)
+            cols = cache.get(shift)
+            if cols is None:
+                cols = np.concatenate(
+                    [
+                        self.columns(bins_plus - shift),
+                        self.parity[:, None] * self.columns(bins_minus + shift),
+                    ],
+                    axis=1,
+                )
+                cache[shift] = cols
+            if eta.size == 1:
+                values = coef @ cols
+            else:
+                rows = whole == r
+                values[rows] = coef[rows] @ cols
+        phase = np.exp(2j * np.pi * self.centre * frac)[:, None]
+        m = bins_plus.size
+        return phase * values[:, :m], np.conj(phase) * values[:, m:]
 
 
 @dataclass(frozen=True)
@@ -189,6 +226,7 @@ class _Problem:
             np.sqrt(4 * dt / (s * sum_w2)) * spec[lo : hi + 1]
             for spec, s in zip(fitter.spectra, psds, strict=True)
         ]
+        self.data_ri = np.stack([self._ri(d) for d in self.data], axis=1)  # (2 bins, channel)
         self.model_gain = 2.0 / sum_w2
         self.amp_unit = [np.sqrt(s / (dt * sum_w2)) for s in psds]
         # f T = k0 + eta, eta = offset + delta: e^{+i phase} at bin k is D(k - k0, eta),
@@ -202,9 +240,10 @@ class _Problem:
 
     def _parts(self, delta: ArrayLike, derivative: bool):
         eta = self.offset + np.atleast_1d(np.asarray(delta, dtype=np.float64))
-        plus, minus = self.dft.evaluate(
-            [(self.bins_plus, 1), (self.bins_minus, -1)], eta, derivative, self._columns
-        )
+        if derivative:
+            plus, minus = self.dft.evaluate([(self.bins_plus, 1), (self.bins_minus, -1)], eta, True)
+        else:
+            plus, minus = self.dft.pair_values(self.bins_plus, self.bins_minus, eta, self._columns)
         # sum_j w_j e^{+i phase_j} = conj(D(k0, -eta)) (w real)
         return plus, minus[:, :-1], np.conj(minus[:, -1])
 
@@ -249,26 +288,26 @@ class _Problem:
         return jac
 
     def linear_fits(self, delta: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """Best (c, s) per channel at each fixed offset (linear least squares, the 2 x 2 normal
-        equations in closed form) and the chi2: (K,) chi2 and (K, 5) parameters."""
+        """Best (c, s) per channel at each fixed offset (linear least squares by the 2 x 2
+        normal equations, both channels at once) and the chi2: (K,) chi2, (K, 5) parameters."""
         delta = np.atleast_1d(np.asarray(delta, dtype=np.float64))
         cos_b, sin_b = self.bases(delta)
-        g11 = np.sum(np.abs(cos_b) ** 2, axis=1)
-        g22 = np.sum(np.abs(sin_b) ** 2, axis=1)
-        g12 = np.sum((np.conj(cos_b) * sin_b).real, axis=1)
-        det = g11 * g22 - g12**2
-        chi2 = np.zeros(delta.size)
-        params = [delta]
-        for d in self.data:
-            r1 = (np.conj(cos_b) @ d).real
-            r2 = (np.conj(sin_b) @ d).real
-            c = (g22 * r1 - g12 * r2) / det
-            s = (g11 * r2 - g12 * r1) / det
-            # the residuals themselves, not |d|^2 - projection: no cancellation at high SNR
-            resid = d - c[:, None] * cos_b - s[:, None] * sin_b
-            chi2 += np.sum(resid.real**2 + resid.imag**2, axis=1)
-            params += [c, s]
-        return chi2, np.stack(params, axis=1)
+        design = np.stack(  # (K, 2 bins, [cos, sin]): real and imaginary parts as rows
+            [
+                np.concatenate([cos_b.real, cos_b.imag], axis=1),
+                np.concatenate([sin_b.real, sin_b.imag], axis=1),
+            ],
+            axis=2,
+        )
+        normal = np.swapaxes(design, 1, 2) @ design  # (K, 2, 2)
+        coef = np.linalg.solve(normal, np.swapaxes(design, 1, 2) @ self.data_ri)  # (K, 2, ch)
+        # the residuals themselves, not |d|^2 - projection: no cancellation at high SNR
+        resid = self.data_ri - design @ coef
+        chi2 = np.einsum("kmc,kmc->k", resid, resid)
+        params = np.column_stack(
+            [delta, coef[:, 0, 0], coef[:, 1, 0], coef[:, 0, 1], coef[:, 1, 1]]
+        )
+        return chi2, params
 
     def linear_start(self, delta: float) -> tuple[float, NDArray[np.float64]]:
         """Best (c, s) per channel at one fixed offset and its chi2."""

@@ -73,6 +73,14 @@ def test_band_dft_negative_sign_group_is_the_shift_reversed() -> None:
     assert np.allclose(plus, dft.values(bins, etas, derivative=True), rtol=0, atol=1e-9)
     # d/d eta D(m, -eta) = -D'(m, -eta)
     assert np.allclose(minus, -dft.values(bins, -etas, derivative=True), rtol=0, atol=1e-9)
+    # the fit's one-product path: D(m, eta) and D(m', -eta), against the direct DTFT
+    cache: dict = {}
+    for _ in range(2):  # the second time from the cached columns
+        plus, minus = dft.pair_values(bins, bins + 300, etas, cache)
+        for k, eta in enumerate(etas):
+            for i, m in enumerate(bins):
+                assert abs(plus[k, i] - _direct_dtft(window, int(m), eta)[0]) < 1e-11
+                assert abs(minus[k, i] - _direct_dtft(window, int(m) + 300, -eta)[0]) < 1e-11
 
 
 def _reference_fit(a, e, mask, f0, psds, half_band_bins=16, tukey_alpha=0.1):
