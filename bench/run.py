@@ -3,6 +3,8 @@
 Sections (keys of the JSON report):
 
 - ``kernel``: the search kernel's time per one-day segment against numpy's FFT floor;
+- ``in_process``: the pipeline's kernels in one process (no broker), per step, against the
+  chain's FFT floor (the kernel section's);
 - ``hop``: produce -> consume latency of one runtime hop beside plain aiokafka;
 - ``choreography_vs_in_process``: the same kernels on the same data, (a) sequentially in one
   process without Kafka, (b) through every service as its own process on the broker;
@@ -17,8 +19,9 @@ Sections (keys of the JSON report):
 
 The broker is ``LISA_KAFKA_BOOTSTRAP_SERVERS`` (started with ``lisa_choreo.localstack.brokers`` on
 that port when nothing answers, stopped at the end); Zipkin is ``--zipkin-url``
-(``LISA_ZIPKIN_URL``), started likewise. Every case runs on its own topic prefix, so a shared
-broker is not disturbed.
+(``LISA_ZIPKIN_URL``), started likewise. Neither is probed or started when only sections that
+need no broker run (``LOCAL_SECTIONS``), nor Zipkin without the tracing section. Every case runs
+on its own topic prefix, so a shared broker is not disturbed.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from bench.report import Row, plots, table, write_json
 
 SECTIONS = (
     "kernel",
+    "in_process",
     "hop",
     "choreography_vs_in_process",
     "catalogue_growth",
@@ -52,6 +56,11 @@ SECTIONS = (
     "recovery",
     "study",
 )
+
+
+LOCAL_SECTIONS = frozenset({"kernel", "in_process", "catalogue_growth"})
+"""Sections that need neither the broker nor Zipkin: run alone, they start neither."""
+ZIPKIN_SECTIONS = frozenset({"tracing"})
 
 
 class Config:
@@ -197,8 +206,13 @@ def main(argv: list[str] | None = None) -> int:
         "environment": environment(),
     }
     rows: list[Row] = []
-    started_kafka, broker_pid = _broker(bootstrap)
-    zipkin, started_zipkin, zipkin_error = _zipkin(args.zipkin_url)
+    wanted = args.only or SECTIONS
+    started_kafka, broker_pid = [], None
+    if not set(wanted) <= LOCAL_SECTIONS:
+        started_kafka, broker_pid = _broker(bootstrap)
+    zipkin, started_zipkin, zipkin_error = None, False, "not needed by the sections run"
+    if set(wanted) & ZIPKIN_SECTIONS:
+        zipkin, started_zipkin, zipkin_error = _zipkin(args.zipkin_url)
     from bench import sections
     from bench.pipeline import Context
 
@@ -211,7 +225,6 @@ def main(argv: list[str] | None = None) -> int:
         log=log,
     )
     state = sections.State(cfg, ctx, args.out, args.profile, zipkin_error)
-    wanted = args.only or SECTIONS
     try:
         for name in SECTIONS:
             if name in wanted:

@@ -78,6 +78,54 @@ def kernel(state: State) -> Section:
     return run
 
 
+# -- in process -------------------------------------------------------------------------------
+
+
+def in_process(state: State) -> Section:
+    """(a) of the comparison alone, no broker: the pipeline's kernels in one process on the
+    same datasets, per step (wall and CPU), against the chain's FFT floor when the kernel
+    section ran first."""
+
+    def run():
+        from bench.inprocess import run_in_process
+
+        out: dict = {}
+        rows: list[Row] = []
+        for size in dict.fromkeys(state.cfg.sizes):
+            data = state.dataset("lines", size, seed=1)
+            state.ctx.log(f"  (a) in-process, {size} segments")
+            work = state.ctx.workdir / f"in-process-{size}"
+            a = run_in_process(data, (work / "store").as_uri(), work / "products")
+            r = a.to_json()
+            per_segment_ms = 1e3 * a.cpu_s / a.segments
+            r["cpu_ms_per_segment"] = per_segment_ms
+            steps = " | ".join(f"{v:.1f}" for v in r["per_step_cpu_ms_per_segment"].values())
+            rows += [
+                Row(
+                    f"(a) in-process, {size} segments",
+                    _fmt_rate(a.segments_per_s, data.samples_per_segment),
+                ),
+                Row(f"  (a) CPU ms/seg {' | '.join(r['per_step_cpu_ms_per_segment'])}", steps),
+            ]
+            if state.chain_floor_ms:
+                multiple = per_segment_ms / state.chain_floor_ms
+                r["over_chain_floor"] = multiple
+                rows.append(
+                    Row.check(
+                        f"  (a) CPU per segment / chain FFT floor ({per_segment_ms:.0f} ms), "
+                        f"{size} seg",
+                        multiple,
+                        "{:.0f}x",
+                        "<= 50x",
+                        multiple <= 50,
+                    )
+                )
+            out[str(size)] = r
+        return out, rows
+
+    return run
+
+
 # -- 2. hop ----------------------------------------------------------------------------------
 
 

@@ -18,7 +18,12 @@ from lisa_pipeline.topics import CONTROL, SEGMENTS_CONDITIONED, SEGMENTS_RAW
 from lisa_science.calibration import calibrated_model_psd
 from lisa_science.foreground import fit_noise_model
 from lisa_science.noise import tdi_psd
-from lisa_science.psd import DEFAULT_BANDS, band_ratios, welch_psd
+from lisa_science.psd import (
+    DEFAULT_BANDS,
+    average_periodograms,
+    band_ratios,
+    welch_periodograms,
+)
 from lisa_science.quality import fill_masked, gap_mask, quality_mask
 from lisa_science.segments import xyz_to_aet
 from lisa_science.whiten import whiten
@@ -91,20 +96,28 @@ def condition(event: Envelope[SegmentRaw]) -> list[Emit]:
         a, e, t = xyz_to_aet(*(np.where(mask, c, 0.0) for c in (x, y, z)))
 
     with _tracer.start_as_current_span("psd") as s:
+        # One set of Welch periodograms for the three channels (one batched rfft), both
+        # averages from it: the median for the PSDs, the mean for the band ratios (glitches
+        # are masked already, so its lower variance serves them).
+        f, periodograms = welch_periodograms(
+            np.stack([a, e, t]), timing.dt, mask, SETTINGS.welch_segment_s
+        )
+        medians = average_periodograms(periodograms, "median")
+        means = average_periodograms(periodograms, "mean")
         psd: dict[str, np.ndarray] = {}
         smooth: dict[str, np.ndarray] = {}
         ratios: list[BandRatio] = []
-        for name, series in (("A", a), ("E", e), ("T", t)):
-            f, p = welch_psd(series, timing.dt, mask, SETTINGS.welch_segment_s)
-            psd[name] = p
-            smooth[name] = calibrated_model_psd(f, p, name, SETTINGS.tdi_generation)
+        # with the foreground component, A's and E's smooth PSDs come from its joint fit below
+        fitted = ("A", "E") if SETTINGS.foreground_years > 0 else ()
+        for i, name in enumerate(("A", "E", "T")):
+            psd[name] = medians[i]
+            if name not in fitted:
+                smooth[name] = calibrated_model_psd(f, medians[i], name, SETTINGS.tdi_generation)
             model = tdi_psd(f, name, SETTINGS.tdi_generation)
-            # Glitches are masked already, so the efficient mean average serves the ratios.
-            _, p_mean = welch_psd(series, timing.dt, mask, SETTINGS.welch_segment_s, average="mean")
-            for (lo, hi), r in zip(DEFAULT_BANDS, band_ratios(f, p_mean, model), strict=True):
+            for (lo, hi), r in zip(DEFAULT_BANDS, band_ratios(f, means[i], model), strict=True):
                 ratios.append(BandRatio(channel=name, fmin_hz=lo, fmax_hz=hi, ratio=float(r)))
         s.set_attribute("lisa.psd_ratio_A_2_5mHz", ratios[1].ratio)
-        if SETTINGS.foreground_years > 0:
+        if fitted:
             # A and E: instrument levels and a common foreground amplitude, fitted together
             # (lisa_science.foreground); T carries no foreground and keeps its level fit.
             fit = fit_noise_model(

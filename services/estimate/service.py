@@ -14,7 +14,7 @@ from choreo.runner import run_step
 from choreo.store import Store
 from lisa_pipeline.events import CandidatesGB, SourceEstimate, SourceEstimates, StepControl
 from lisa_pipeline.topics import CANDIDATES_GB, CONTROL, SOURCES_ESTIMATES
-from lisa_science.estimate import fit_sinusoid
+from lisa_science.estimate import SinusoidFitter
 
 step = Step(
     "estimate",
@@ -35,6 +35,10 @@ def estimate(event: Envelope[CandidatesGB]) -> list[Emit]:
     if cands.candidates:
         data = STORE.get(cands.conditioned, ["A", "E", "mask"])
         psd = STORE.get(cands.psd, ["f", "A_smooth", "E_smooth"])
+        # the window, the data's spectra and the band DFT's rffts, shared by every candidate
+        fitter = SinusoidFitter(
+            data["A"], data["E"], timing.dt, mask=data["mask"].astype(bool), t0=timing.t0
+        )
     for cand in cands.candidates:
         with _tracer.start_as_current_span(
             "fit sinusoid",
@@ -43,16 +47,7 @@ def estimate(event: Envelope[CandidatesGB]) -> list[Emit]:
             s_a = float(np.interp(cand.frequency_hz, psd["f"], psd["A_smooth"]))
             s_e = float(np.interp(cand.frequency_hz, psd["f"], psd["E_smooth"]))
             try:
-                fit = fit_sinusoid(
-                    data["A"],
-                    data["E"],
-                    timing.dt,
-                    cand.frequency_hz,
-                    s_a,
-                    s_e,
-                    mask=data["mask"].astype(bool),
-                    t0=timing.t0,
-                )
+                fit = fitter.fit(cand.frequency_hz, s_a, s_e)
             except (ValueError, np.linalg.LinAlgError) as exc:
                 # One failed fit must not lose the segment: the catalogue still stacks it.
                 span.record_exception(exc)

@@ -249,7 +249,10 @@ class Store:
         fd = self._open_checked(ref)
         try:
             with os.fdopen(fd, "rb") as fh:
-                blob = fh.read(self.max_bytes + 1)
+                # the referenced size (checked against fstat above, and under the cap), plus
+                # one byte to see a file that grew since: a read sized by the cap instead
+                # allocates the cap's worth of buffer for every product
+                blob = fh.read(ref.size_bytes + 1)
         except OSError as exc:
             raise TransientError(f"cannot read {ref.uri}: {exc}") from exc
         actual = hashlib.sha256(blob).hexdigest()
@@ -268,15 +271,22 @@ class Store:
                 )
         try:
             with h5py.File(io.BytesIO(blob), "r") as f:
-                return {name: self._read(f, ref, name) for name in wanted}
+                return {name: self._read(f, ref, name, blob) for name in wanted}
         except (OSError, KeyError, ValueError, TypeError) as exc:
             raise PermanentError(
                 "unreadable-file", f"{ref.uri}: not a readable HDF5 product: {exc}"
             ) from exc
 
-    def _read(self, f: h5py.File, ref: ArrayRef, name: str) -> np.ndarray:
+    def _read(
+        self, f: h5py.File, ref: ArrayRef, name: str, blob: bytes | None = None
+    ) -> np.ndarray:
         """One dataset, once its shape and type are the referenced ones and its decompressed
-        size is bounded by the store's cap."""
+        size is bounded by the store's cap.
+
+        A contiguous dataset (``encode_hdf5`` writes no other) is returned as a read-only view
+        of ``blob``, the checked bytes, at the dataset's offset: no second copy of the data.
+        A product is immutable, so read-only is its meaning too; a reader that needs to write
+        copies. Other layouts (chunked, compact, compressed) are read through h5py."""
         if name not in f:
             raise PermanentError("missing-dataset", f"{ref.uri}: no dataset {name!r} in the file")
         dataset = f[name]
@@ -292,6 +302,16 @@ class Store:
             raise PermanentError("dtype-mismatch", f"{ref.uri}: {name} has type {dtype}")
         if dataset.size * dtype.itemsize > self.max_bytes:
             raise PermanentError("too-large", f"{ref.uri}: {name} would decompress past the cap")
+        offset = dataset.id.get_offset() if blob is not None and dataset.size else None
+        nbytes = dataset.size * dtype.itemsize
+        if (
+            offset is not None
+            and dataset.chunks is None
+            and dataset.compression is None
+            and offset + nbytes <= len(blob)
+        ):
+            view = np.frombuffer(blob, dtype=dtype, count=dataset.size, offset=offset)
+            return view.reshape(dataset.shape)
         return dataset[()]
 
     def get_attrs(self, ref: ArrayRef) -> dict[str, Any]:

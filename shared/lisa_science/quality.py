@@ -19,6 +19,22 @@ def gap_mask(x: ArrayLike) -> NDArray[np.bool_]:
     return np.isfinite(np.asarray(x, dtype=np.float64))
 
 
+def median_of_finite(values: NDArray[np.float64]) -> float:
+    """``np.median`` of values known to hold no NaN, by one partition at the middle.
+
+    np.median also partitions at the last element, to find NaNs, which costs it ~8x the time
+    of this on a day of samples; for NaN-free input the two agree exactly (the mean of the two
+    central values for an even count, as numpy takes it)."""
+    n = values.size
+    if n == 0:
+        raise ValueError("the median of no values")
+    k = n // 2
+    if n % 2:
+        return float(np.partition(values, k)[k])
+    part = np.partition(values, (k - 1, k))
+    return float((part[k - 1] + part[k]) / 2)
+
+
 def glitch_mask(
     x: ArrayLike, dt: float, threshold: float = 8.0, pad_seconds: float = 120.0
 ) -> NDArray[np.bool_]:
@@ -39,8 +55,9 @@ def glitch_mask(
     finite = np.isfinite(d)
     if finite.sum() < 2:
         return ok
-    centre = np.median(d[finite])
-    scale = MAD_TO_SIGMA * np.median(np.abs(d[finite] - centre))
+    values = d if finite.all() else d[finite]
+    centre = median_of_finite(values)
+    scale = MAD_TO_SIGMA * median_of_finite(np.abs(values - centre))
     if not scale > 0:
         return ok
     with np.errstate(invalid="ignore"):

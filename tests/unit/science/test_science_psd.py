@@ -7,7 +7,14 @@ import pytest
 from scipy import signal
 
 from lisa_science.noise import tdi_psd
-from lisa_science.psd import DEFAULT_BANDS, band_ratios, median_bias, welch_psd
+from lisa_science.psd import (
+    DEFAULT_BANDS,
+    average_periodograms,
+    band_ratios,
+    median_bias,
+    welch_periodograms,
+    welch_psd,
+)
 from lisa_science.quality import quality_mask
 from lisa_science.segments import xyz_to_aet
 from lisa_science.simulate import analytic_tdi_noise
@@ -120,3 +127,43 @@ def test_refusals() -> None:
         welch_psd(np.zeros(100), DT)
     with pytest.raises(ValueError, match="free of masked samples"):
         welch_psd(np.zeros(N_DAY), DT, mask=np.arange(N_DAY) % 1000 != 0)
+
+
+def test_periodograms_of_several_channels_equal_scipy_per_segment() -> None:
+    """Three channels in one call, a gap: each clean segment's periodogram is scipy's
+    one-segment Welch of it, and the two averages are scipy's median and mean over them."""
+    x, y, z = analytic_tdi_noise(N_DAY, DT, np.random.default_rng(9))
+    channels = np.stack(xyz_to_aet(x, y, z))
+    mask = np.ones(N_DAY, dtype=bool)
+    mask[7000:7100] = False  # spoils the two segments that start at 4320 and 5760
+    f, per = welch_periodograms(channels, DT, mask)
+    # the TDI 2.0 spectra span 11 (A, E) to 15 (T) decades: two FFT libraries' rounding (1e-16
+    # of the largest bins) shows in the smallest, hence rtol 1e-6 (scipy's test above: A alone)
+    starts = [s for s in range(0, N_DAY - 2880 + 1, 1440) if mask[s : s + 2880].all()]
+    assert len(starts) == 9
+    assert per.shape == (3, len(starts), f.size)
+    for c in range(3):
+        for k, start in enumerate(starts):
+            f_ref, p_ref = signal.welch(channels[c, start : start + 2880], fs=1 / DT, nperseg=2880)
+            np.testing.assert_allclose(f, f_ref)
+            np.testing.assert_allclose(per[c, k], p_ref, rtol=1e-6)
+        segments = np.stack([channels[c, s : s + 2880] for s in starts])
+        _, per_ref = signal.welch(segments, fs=1 / DT, nperseg=2880, axis=-1)
+        np.testing.assert_allclose(
+            average_periodograms(per[c]), np.median(per_ref, axis=0) / median_bias(9), rtol=1e-6
+        )
+        np.testing.assert_allclose(
+            average_periodograms(per[c], "mean"), per_ref.mean(axis=0), rtol=1e-6
+        )
+        np.testing.assert_allclose(
+            welch_psd(channels[c], DT, mask)[1], average_periodograms(per[c]), rtol=1e-12
+        )
+
+
+def test_median_of_an_even_number_of_periodograms() -> None:
+    per = np.random.default_rng(3).exponential(size=(4, 2, 50))
+    np.testing.assert_allclose(
+        average_periodograms(per), np.median(per, axis=-2) / median_bias(2), rtol=1e-15
+    )
+    with pytest.raises(ValueError, match="average"):
+        average_periodograms(per, "mode")

@@ -1,8 +1,16 @@
 """Gap and glitch masks, and gap filling."""
 
 import numpy as np
+import pytest
 
-from lisa_science.quality import fill_masked, gap_mask, gap_weights, glitch_mask, quality_mask
+from lisa_science.quality import (
+    fill_masked,
+    gap_mask,
+    gap_weights,
+    glitch_mask,
+    median_of_finite,
+    quality_mask,
+)
 from lisa_science.segments import xyz_to_aet
 from lisa_science.simulate import analytic_tdi_noise
 
@@ -73,3 +81,12 @@ def test_fill_masked_handles_nan_and_no_gap() -> None:
     out = fill_masked(x, gap_mask(x), taper_samples=0)
     assert out.tolist() == [1.0, 0.0, 2.0, 3.0]
     assert gap_weights(np.ones(5, dtype=bool)).tolist() == [1.0] * 5
+
+
+def test_median_of_finite_equals_numpy_median() -> None:
+    rng = np.random.default_rng(12)
+    for n in (1, 2, 3, 10, 17279, 17280):
+        for values in (rng.standard_normal(n), rng.integers(0, 5, n).astype(float)):
+            assert median_of_finite(values) == np.median(values)
+    with pytest.raises(ValueError, match="no values"):
+        median_of_finite(np.zeros(0))

@@ -109,3 +109,15 @@ def test_search_false_alarms_are_nominal_on_the_zero_padded_grid():
         assert _contains(count, days, fap), (fap, count / days)
     former = int(np.sum(maxima > false_alarm_threshold(0.2, n_indep)))
     assert not _contains(former, days, 0.2), former / days  # ~31 %: the test can fail
+
+
+def test_adjacent_coherence_of_a_gapped_window_is_its_normalised_spectrum() -> None:
+    """|sum w^2 exp(-2 pi i k / (pad N))|^2 / (sum w^2)^2, summed directly, for windows with
+    gaps (one shape per length is cached inside, so two lengths and two pads are checked)."""
+    rng = np.random.default_rng(4)
+    for n in (N_DAY, 4001):
+        w = windows.tukey(n, 0.1) * (rng.random(n) > 0.02)
+        for pad in (2, 3):
+            direct = np.sum(w**2 * np.exp(-2j * np.pi * np.arange(n) / (pad * n)))
+            expected = abs(direct) ** 2 / np.sum(w**2) ** 2
+            assert adjacent_coherence(w, pad) == pytest.approx(expected, rel=1e-12)
