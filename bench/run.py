@@ -68,6 +68,7 @@ class Config:
         self.recovery_modes = ("after",) if smoke else ("before", "after")
         self.recovery_steps = ("condition",) if smoke else PIPELINE_STEPS
         self.recovery_rounds = 1 if smoke else 2
+        self.hop_baseline: str | None = None  # a git ref whose runtime is measured beside
 
 
 def log(msg: str) -> None:
@@ -175,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("SMALL", "LARGE"),
         help="segments of the two datasets (default 30 365; smoke 3 6)",
     )
+    parser.add_argument(
+        "--hop-baseline",
+        metavar="REF",
+        help="hop: also run the step on the choreo runtime of this git commit (before/after)",
+    )
     args = parser.parse_args(argv)
 
     import structlog
@@ -186,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config(args.smoke)
     if args.sizes:
         cfg.sizes = tuple(sorted(args.sizes))
+    cfg.hop_baseline = args.hop_baseline
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="lisa-bench-"))
     bootstrap = KafkaSettings().bootstrap_servers
