@@ -69,6 +69,7 @@ class Config:
         self.recovery_steps = ("condition",) if smoke else PIPELINE_STEPS
         self.recovery_rounds = 1 if smoke else 2
         self.hop_baseline: str | None = None  # a git ref whose runtime is measured beside
+        self.hop_stagger = True  # the paths' messages at distinct instants of a tick
 
 
 def log(msg: str) -> None:
@@ -181,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="REF",
         help="hop: also run the step on the choreo runtime of this git commit (before/after)",
     )
+    parser.add_argument(
+        "--hop-burst",
+        action="store_true",
+        help="hop: send a tick's messages to every path back to back (the former way; default: "
+        "at evenly spaced instants)",
+    )
     args = parser.parse_args(argv)
 
     import structlog
@@ -193,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sizes:
         cfg.sizes = tuple(sorted(args.sizes))
     cfg.hop_baseline = args.hop_baseline
+    cfg.hop_stagger = not args.hop_burst
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="lisa-bench-"))
     bootstrap = KafkaSettings().bootstrap_servers

@@ -93,6 +93,7 @@ def hop(state: State) -> Section:
             cfg.hop_rate_hz,
             state.ctx.log,
             baseline=cfg.hop_baseline,
+            stagger=cfg.hop_stagger,
         )
         ratio = r["runtime"]["p99"] / r["bare"]["p99"]
         r["ratio_p99_runtime_to_bare"] = ratio
