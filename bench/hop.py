@@ -11,7 +11,11 @@ shuffled order), and read back by the same consumer here:
   thread, acks=all idempotent producer; a batch's acks and commit settle while the next batch is
   fetched and handled);
 - ``runtime_serial``: the same runtime with ``LISA_STEP_SETTLE_BEHIND=false``, the former cycle
-  (wait for the acks, commit, then the next batch): the change measured side by side.
+  (wait for the acks, commit, then the next batch): the change measured side by side;
+- ``runtime_baseline`` (with ``baseline=<git ref>``, ``python -m bench.run --hop-baseline REF``):
+  the same step run by the ``choreo`` runtime of another commit (its ``shared/`` extracted with
+  ``git archive`` and put first on the server's ``PYTHONPATH``), so that a change to the runtime
+  is measured against its predecessor in one run, on the same broker and the same load.
 
 The body is a real ``SegmentRaw`` event (~1 KB of JSON, the CloudEvents headers beside it), so
 decoding and validation cost what they cost in the pipeline.
@@ -42,6 +46,7 @@ from lisa_pipeline.events import SegmentRaw, SegmentTiming
 RUNTIME_IN, RUNTIME_OUT = "bench.hop.runtime.in", "bench.hop.runtime.out"
 SERIAL_IN, SERIAL_OUT = "bench.hop.serial.in", "bench.hop.serial.out"
 ECHO_IN, ECHO_OUT = "bench.hop.echo.in", "bench.hop.echo.out"
+BASE_IN, BASE_OUT = "bench.hop.baseline.in", "bench.hop.baseline.out"
 BARE = "bench.hop.bare"
 PARTITIONS = 3
 PATHS = {
@@ -50,6 +55,7 @@ PATHS = {
     "runtime": (RUNTIME_IN, RUNTIME_OUT),
     "runtime_serial": (SERIAL_IN, SERIAL_OUT),
 }
+BASELINE_PATH = {"runtime_baseline": (BASE_IN, BASE_OUT)}
 
 
 def forwarding_step(name: str, topic_in: str, topic_out: str) -> Step:
@@ -70,11 +76,13 @@ def forwarding_step(name: str, topic_in: str, topic_out: str) -> Step:
 
 step = forwarding_step("bench-hop", RUNTIME_IN, RUNTIME_OUT)
 serial_step = forwarding_step("bench-hop-serial", SERIAL_IN, SERIAL_OUT)
+baseline_step = forwarding_step("bench-hop-baseline", BASE_IN, BASE_OUT)
 
 
 def topics() -> list[TopicSpec]:
     names = [BARE, ECHO_IN, ECHO_OUT, RUNTIME_IN, RUNTIME_OUT, RUNTIME_IN + ".dlq"]
     names += [SERIAL_IN, SERIAL_OUT, SERIAL_IN + ".dlq"]
+    names += [BASE_IN, BASE_OUT, BASE_IN + ".dlq"]
     return [TopicSpec(n, partitions=PARTITIONS, retention_ms=3_600_000) for n in names]
 
 
@@ -143,10 +151,14 @@ async def _echo(settings: KafkaSettings) -> None:
 
 
 def serve(mode: str) -> int:
-    if mode in ("runtime", "runtime_serial"):
+    if mode in ("runtime", "runtime_serial", "runtime_baseline"):
+        import choreo
         from choreo.runner import run_step
 
-        return run_step(step if mode == "runtime" else serial_step)
+        # which runtime serves this path: the baseline's must not be the working tree's
+        print(f"choreo from {Path(choreo.__file__).resolve().parent}", flush=True)
+        steps = {"runtime": step, "runtime_serial": serial_step, "runtime_baseline": baseline_step}
+        return run_step(steps[mode])
     asyncio.run(_echo(KafkaSettings()))
     return 0
 
@@ -154,10 +166,16 @@ def serve(mode: str) -> int:
 # -- the measurement ----------------------------------------------------------------------------
 
 
-def _start(mode: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+def _start(
+    mode: str, env: dict[str, str], log: Path, baseline: Path | None = None
+) -> subprocess.Popen:
     root = Path(__file__).resolve().parents[1]
+    path = str(root)
     if mode == "runtime_serial":
         env = {**env, "LISA_STEP_SETTLE_BEHIND": "false"}
+    if mode == "runtime_baseline" and baseline is not None:
+        # first on the path: the editable install's finder only answers what sys.path does not
+        path = f"{baseline / 'shared'}{os.pathsep}{root}"
     with open(log, "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "bench.hop", mode],
@@ -165,8 +183,26 @@ def _start(mode: str, env: dict[str, str], log: Path) -> subprocess.Popen:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=root,
-            env={**os.environ, **env, "PYTHONPATH": str(root)},
+            env={**os.environ, **env, "PYTHONPATH": path},
         )
+
+
+def extract_baseline(ref: str, dest: Path) -> str:
+    """``shared/`` of commit ``ref`` under ``dest`` (``git archive``: no worktree, no checkout
+    of this repository touched); returns the commit's full hash."""
+    root = Path(__file__).resolve().parents[1]
+    commit = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--verify", f"{ref}^{{commit}}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", commit, "shared"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return commit
 
 
 def _wait_log(proc: subprocess.Popen, log: Path, text: str, timeout_s: float = 120) -> None:
@@ -197,10 +233,20 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 async def _measure(
-    settings: KafkaSettings, n: int, rate_hz: float, paths: dict | None = None
+    settings: KafkaSettings,
+    n: int,
+    rate_hz: float,
+    paths: dict | None = None,
+    stagger: bool = True,
 ) -> dict[str, list[float]]:
     """Send ``n`` messages per path (name -> (input topic, output topic)) at ``rate_hz``; the
-    produce -> consume latency of each, in seconds."""
+    produce -> consume latency of each, in seconds.
+
+    ``stagger``: within a tick the paths' messages leave at evenly spaced instants (in a shuffled
+    order) instead of back to back. Back to back, every hop process wakes at the same instant
+    and, on two cores, each path's latency includes the other paths' CPU (three runtimes at ~2
+    ms a message); staggered, a path meets the others' work only as often as real traffic
+    would."""
     paths = paths or PATHS
     payloads = [sample_event(i) for i in range(n)]
     producer = AIOKafkaProducer(**settings.client_options(), acks="all", linger_ms=0)
@@ -240,7 +286,11 @@ async def _measure(
             await asyncio.sleep(delay)
         order = list(paths.items())
         rng.shuffle(order)
-        for name, (topic_in, _) in order:
+        for j, (name, (topic_in, _)) in enumerate(order):
+            if stagger and j:
+                delay = start + (i + j / len(order)) / rate_hz - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
             key = f"{name}-{i}".encode()
             sent[key] = time.perf_counter()
             await producer.send(settings.topic(topic_in), value=value, key=key, headers=headers)
@@ -253,13 +303,31 @@ async def _measure(
     return latencies
 
 
-def run_hops(bootstrap: str, workdir: Path, n: int, rate_hz: float, log=print) -> dict:
+def run_hops(
+    bootstrap: str,
+    workdir: Path,
+    n: int,
+    rate_hz: float,
+    log=print,
+    baseline: str | None = None,
+    stagger: bool = True,
+) -> dict:
+    """The hop paths side by side; ``baseline``: a git ref whose runtime serves one more path,
+    ``runtime_baseline``; ``stagger``: see ``_measure``."""
     import uuid
 
     prefix = f"bench-hop-{uuid.uuid4().hex[:6]}."
     settings = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix)
     asyncio.run(ensure_topics(settings, topics()))
     workdir.mkdir(parents=True, exist_ok=True)
+    paths = dict(PATHS)
+    servers = ["runtime", "runtime_serial", "echo"]
+    baseline_dir = workdir / "baseline"
+    commit = None
+    if baseline is not None:
+        commit = extract_baseline(baseline, baseline_dir)
+        paths.update(BASELINE_PATH)
+        servers.append("runtime_baseline")
     env = {
         "LISA_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "LISA_KAFKA_TOPIC_PREFIX": prefix,
@@ -268,18 +336,23 @@ def run_hops(bootstrap: str, workdir: Path, n: int, rate_hz: float, log=print) -
         "OTEL_METRICS_EXPORTER": "none",
         "LISA_METRICS_PORT": "",
     }
-    logs = {m: workdir / f"hop-{m}.log" for m in ("runtime", "runtime_serial", "echo")}
-    procs = {m: _start(m, env, logs[m]) for m in logs}
+    logs = {m: workdir / f"hop-{m}.log" for m in servers}
+    procs = {m: _start(m, env, logs[m], baseline_dir) for m in logs}
     try:
         # WARNING hides "step started": wait for the runtime's group via a probe message instead
         _wait_log(procs["echo"], logs["echo"], "echo assigned")
-        asyncio.run(_warm_up(settings))
-        log(f"  hops: {n} messages per path at {rate_hz:g} Hz ({', '.join(PATHS)})")
+        if commit is not None:
+            _wait_log(procs["runtime_baseline"], logs["runtime_baseline"], "choreo from")
+            served = logs["runtime_baseline"].read_text(errors="replace")
+            if str(baseline_dir.resolve()) not in served:
+                raise RuntimeError(f"the baseline path runs the working tree's runtime: {served}")
+        asyncio.run(_warm_up(settings, paths))
+        log(f"  hops: {n} messages per path at {rate_hz:g} Hz ({', '.join(paths)})")
         import psutil
 
         handles = {m: psutil.Process(p.pid) for m, p in procs.items()}
         cpu0 = {m: _cpu(h) for m, h in handles.items()}
-        lat = asyncio.run(_measure(settings, n, rate_hz))
+        lat = asyncio.run(_measure(settings, n, rate_hz, paths, stagger))
         cpu = {m: 1e3 * (_cpu(h) - cpu0[m]) / n for m, h in handles.items()}
     finally:
         for p in procs.values():
@@ -293,9 +366,12 @@ def run_hops(bootstrap: str, workdir: Path, n: int, rate_hz: float, log=print) -
     result["cpu_ms_per_message"] = cpu
     result["n"] = n
     result["rate_hz"] = rate_hz
+    result["staggered"] = stagger
     result["body_bytes"] = len(sample_event(0)[1])
     result["header_bytes"] = sum(len(k) + len(v) for k, v in sample_event(0)[2])
     result["samples_ms"] = {k: [round(1e3 * v, 3) for v in vs] for k, vs in lat.items()}
+    if commit is not None:
+        result["baseline_commit"] = commit
     return result
 
 
@@ -304,9 +380,9 @@ def _cpu(proc) -> float:
     return t.user + t.system
 
 
-async def _warm_up(settings: KafkaSettings, timeout_s: float = 120) -> None:
-    """One message through each hop, so groups are joined and connections open."""
-    lat = await asyncio.wait_for(_measure(settings, 3, 20.0), timeout_s)
+async def _warm_up(settings: KafkaSettings, paths: dict, timeout_s: float = 120) -> None:
+    """Three messages through each hop, so groups are joined and connections open."""
+    lat = await asyncio.wait_for(_measure(settings, 3, 20.0, paths), timeout_s)
     if min(len(v) for v in lat.values()) < 3:
         raise RuntimeError(f"warm-up lost messages: { {k: len(v) for k, v in lat.items()} }")
 

@@ -77,6 +77,8 @@ class Config:
         self.recovery_modes = ("after",) if smoke else ("before", "after")
         self.recovery_steps = ("condition",) if smoke else PIPELINE_STEPS
         self.recovery_rounds = 1 if smoke else 2
+        self.hop_baseline: str | None = None  # a git ref whose runtime is measured beside
+        self.hop_stagger = True  # the paths' messages at distinct instants of a tick
 
 
 def log(msg: str) -> None:
@@ -184,6 +186,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("SMALL", "LARGE"),
         help="segments of the two datasets (default 30 365; smoke 3 6)",
     )
+    parser.add_argument(
+        "--hop-baseline",
+        metavar="REF",
+        help="hop: also run the step on the choreo runtime of this git commit (before/after)",
+    )
+    parser.add_argument(
+        "--hop-burst",
+        action="store_true",
+        help="hop: send a tick's messages to every path back to back (the former way; default: "
+        "at evenly spaced instants)",
+    )
     args = parser.parse_args(argv)
 
     import structlog
@@ -195,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config(args.smoke)
     if args.sizes:
         cfg.sizes = tuple(sorted(args.sizes))
+    cfg.hop_baseline = args.hop_baseline
+    cfg.hop_stagger = not args.hop_burst
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="lisa-bench-"))
     bootstrap = KafkaSettings().bootstrap_servers

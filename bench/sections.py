@@ -140,6 +140,8 @@ def hop(state: State) -> Section:
             cfg.hop_messages,
             cfg.hop_rate_hz,
             state.ctx.log,
+            baseline=cfg.hop_baseline,
+            stagger=cfg.hop_stagger,
         )
         ratio = r["runtime"]["p99"] / r["bare"]["p99"]
         r["ratio_p99_runtime_to_bare"] = ratio
@@ -151,7 +153,28 @@ def hop(state: State) -> Section:
         def ms(p: dict) -> str:
             return f"{p['p50']:.1f} / {p['p99']:.1f} / {p['p99_9']:.1f}"
 
+        before: list[Row] = []
+        if "runtime_baseline" in r:
+            base = r["runtime_baseline"]["p99"] / r["bare"]["p99"]
+            r["ratio_p99_runtime_baseline_to_bare"] = base
+            before = [
+                Row(
+                    f"hop p50/p99/p99.9 ms: runtime at {r['baseline_commit'][:8]} (before)",
+                    ms(r["runtime_baseline"]),
+                ),
+                Row(
+                    "runtime hop p99 / bare p99, before | now",
+                    f"{base:.2f}x | {ratio:.2f}x",
+                ),
+                Row(
+                    "hop CPU ms per message: runtime before | now",
+                    f"{r['cpu_ms_per_message']['runtime_baseline']:.2f} | "
+                    f"{r['cpu_ms_per_message']['runtime']:.2f}",
+                ),
+            ]
+
         return r, [
+            *before,
             Row("hop p50/p99/p99.9 ms: bare produce->consume", ms(r["bare"])),
             Row("hop p50/p99/p99.9 ms: plain aiokafka hop", ms(r["echo"])),
             Row("hop p50/p99/p99.9 ms: runtime, settle in turn", ms(r["runtime_serial"])),

@@ -46,6 +46,9 @@ def configure_logging(service: str, level: str | None = None) -> None:
     ]
     structlog.configure(
         processors=[
+            # a line below the level is dropped before any processor runs (the runtime logs
+            # every input at INFO: at WARNING that line costs a level check, not a timestamp)
+            structlog.stdlib.filter_by_level,
             *shared,
             structlog.processors.dict_tracebacks,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,

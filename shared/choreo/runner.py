@@ -8,6 +8,13 @@ The loop, in one sitting:
 3. wait until the broker acknowledged every output of the batch (acks=all);
 4. commit the batch's offsets. Then, and only then, the inputs count as done.
 
+Commits are coalesced (``LISA_STEP_COMMIT_INTERVAL_MS``): a settled batch's offsets join those
+not yet committed, and one commit carries them all once the interval has passed since the last
+one, or when the step goes idle (a fetch returns nothing), hands partitions over, or stops. A
+step fed one record at a time would otherwise send the broker a commit per input. Only offsets
+whose outputs were acknowledged are ever committed, so at-least-once holds; a crash replays the
+acknowledged but uncommitted inputs too, whose outputs carry the same deterministic ids.
+
 Steps 3-4 (the batch's *settle*) run behind the next batch: while batch N's acknowledgements and
 commit travel, batch N+1 is fetched, decoded, handled and sent; N+1's settle starts only once N's
 has ended, so commits stay in order and at most one batch is unsettled while another is in hand.
@@ -282,6 +289,8 @@ class StepRunner:
         self._consumer: AIOKafkaConsumer | None = None
         self._positions: dict[TopicPartition, int] = {}
         self._settling: _Settling | None = None
+        self._uncommitted: dict[TopicPartition, int] = {}  # settled, not yet committed
+        self._committed_at = time.monotonic()
         self.control = control
         self._control: ControlReader | None = None
         self._partitions_paused = PartitionPause()
@@ -401,9 +410,10 @@ class StepRunner:
                     True, partitions=len(consumer.assignment()), generation=_generation(consumer)
                 )
                 if not batch:
-                    if self._settling is not None:  # idle: end the pending settle now
-                        async with self._lock:
+                    if self._settling is not None or self._uncommitted:
+                        async with self._lock:  # idle: end the pending settle, commit it now
                             ok = await self._settle_previous(consumer)
+                            await self._flush_commits(consumer)
                         if not ok:
                             producer = await self._restart_producer(producer, make_producer_)
                             if producer is None:
@@ -439,9 +449,10 @@ class StepRunner:
                     if producer is None:
                         return
         finally:
-            if self._settling is not None:  # the last batch is committed before leaving
-                async with self._lock:
+            if self._settling is not None or self._uncommitted:
+                async with self._lock:  # the last batch is committed before leaving
                     await self._settle_previous(consumer)
+                    await self._flush_commits(consumer)
             log.info("step stopping", step=self.step.name, processed=self.processed)
             self.health.set_ready(False)
             if self._control is not None:
@@ -523,12 +534,17 @@ class StepRunner:
         publisher: Publisher,
         dead_letters: DeadLetters,
     ) -> _Settling:
-        """A task that waits for the batch's acknowledgements, then commits its offsets."""
+        """A task that waits for the batch's acknowledgements, then commits its offsets (with
+        those of earlier settled batches, once the commit interval has passed)."""
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+        interval_s = self.settings.commit_interval_ms / 1000
 
         async def settle() -> None:
             await self.processor.settle(sent, publisher, dead_letters)
-            await consumer.commit(offsets)
+            for tp, offset in offsets.items():  # acknowledged: may be committed from now on
+                self._uncommitted[tp] = max(offset, self._uncommitted.get(tp, offset))
+            if time.monotonic() - self._committed_at >= interval_s:
+                await self._commit(consumer)
 
         return _Settling(
             asyncio.ensure_future(settle()),
@@ -553,6 +569,7 @@ class StepRunner:
             # The group rebalanced under us: the partitions' new owner redoes the batch,
             # and our outputs' deterministic ids make the repeats recognisable.
             log.warning("commit failed after a rebalance", error=str(exc))
+            self._uncommitted.clear()
             return True
         except KafkaError as exc:
             # Broker trouble: outputs may not be durable, inputs are not committed.
@@ -566,12 +583,43 @@ class StepRunner:
         self.processed += settling.records
         return True
 
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit every settled offset of a partition still assigned (raises as ``commit``)."""
+        assigned = consumer.assignment()
+        offsets = {tp: o for tp, o in self._uncommitted.items() if tp in assigned}
+        if offsets:
+            await consumer.commit(offsets)
+        for tp, offset in offsets.items():
+            if self._uncommitted.get(tp) == offset:  # nothing newer settled meanwhile
+                del self._uncommitted[tp]
+        for tp in [tp for tp in self._uncommitted if tp not in assigned]:
+            del self._uncommitted[tp]  # not ours any more: its new owner replays from its commit
+        self._committed_at = time.monotonic()
+
+    async def _flush_commits(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit what settled now (idle, hand-over, stop). A failure loses nothing: the
+        outputs are acknowledged, and the inputs are replayed from the last commit."""
+        if not self._uncommitted:
+            return
+        try:
+            await self._commit(consumer)
+        except CommitFailedError as exc:  # the partitions moved: their new owner replays
+            log.warning("commit failed after a rebalance", error=str(exc))
+            self._uncommitted.clear()
+        except KafkaError as exc:  # kept: committed with the next settle or idle poll
+            log.warning("commit failed, kept for the next one", error=repr(exc))
+
     async def _await_settle(self) -> None:
         """For the rebalance listener (which holds the lock): the pending settle ends first,
-        committed, or rewound for a replay by whoever owns the partitions next."""
+        then every settled offset is committed, before the partitions are handed over (or
+        rewound for a replay by whoever owns them next)."""
         consumer = self._consumer
-        if consumer is not None and self._settling is not None:
+        if consumer is None:
+            return
+        if self._settling is not None:
             await self._settle_previous(consumer)
+        await self._flush_commits(consumer)
+        self._uncommitted.clear()  # what did not commit is replayed by the next owner
 
     def _rewind(self, consumer: AIOKafkaConsumer, first: dict[TopicPartition, int]) -> None:
         for tp, offset in first.items():

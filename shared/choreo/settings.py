@@ -111,6 +111,14 @@ class StepSettings(BaseSettings):
         "fetched and handled (false: settle each batch before fetching the next, the former "
         "behaviour, kept for side-by-side measurement)",
     )
+    commit_interval_ms: int = Field(
+        500,
+        ge=0,
+        description="commit the offsets of settled batches (outputs acknowledged) at most this "
+        "often, and whenever the step goes idle, is revoked or stops; 0 = one commit per batch. "
+        "A commit per batch of one record is a request to the broker per input; a crash replays "
+        "at most this long's acknowledged inputs more (deterministic ids make them repeats)",
+    )
     static_membership: bool = Field(
         True,
         description="join the group as a static member (KIP-345, group.instance.id): a replica "

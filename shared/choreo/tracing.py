@@ -44,6 +44,10 @@ class _HeaderSetter(Setter[list[tuple[str, bytes]]]):
 
 HEADER_GETTER = _HeaderGetter()
 HEADER_SETTER = _HeaderSetter()
+# One tracer for every span of the runtime: ``get_tracer`` builds a new one at each call (an
+# instrumentation scope compared against the provider's), two per record. A proxy made at import
+# binds to the provider ``configure_tracing`` installs, as a fresh ``get_tracer`` would.
+_TRACER = trace.get_tracer("choreo")
 
 
 def inject(headers: list[tuple[str, bytes]]) -> None:
@@ -58,7 +62,7 @@ def extract(headers: Sequence[tuple[str, bytes]] | None):  # -> opentelemetry Co
 def send_span(topic: str, message_id: str, key: str | None, **extra: str):
     """The PRODUCER span ``send <topic>`` (messaging semantic conventions) around one send;
     inject its context into the record's headers inside it."""
-    return trace.get_tracer("choreo").start_as_current_span(
+    return _TRACER.start_as_current_span(
         f"send {topic}",
         kind=trace.SpanKind.PRODUCER,
         attributes={
@@ -98,7 +102,7 @@ def consumer_span(
     """The CONSUMER span ``process <topic>`` around one input, a child of the producer's context
     carried in the record's headers; ``lisa.queue_wait_ms`` is the time the record waited."""
     now_ms = time.time() * 1000
-    return trace.get_tracer("choreo").start_as_current_span(
+    return _TRACER.start_as_current_span(
         f"process {topic}",
         context=extract(headers),
         kind=trace.SpanKind.CONSUMER,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 
 import pytest
 
@@ -185,3 +186,64 @@ def test_metrics_are_served_for_prometheus(chain):
     assert 'reason="invalid-json"' in text
     assert sample(text, "lisa_processing_duration_seconds_count") == 7
     assert "lisa_consumer_lag" in text
+
+
+def committed_inputs(settings: KafkaSettings, step: str, topic: str) -> int:
+    """Inputs of ``topic`` that ``step``'s group has committed (the topics start at offset 0)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def read() -> int:
+        admin = AIOKafkaAdminClient(**settings.client_options())
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(settings.topic(step))
+        finally:
+            await admin.close()
+        return sum(
+            meta.offset
+            for tp, meta in offsets.items()
+            if tp.topic == settings.topic(topic) and meta.offset > 0
+        )
+
+    return asyncio.run(read())
+
+
+# An hour: within a test, only going idle, stopping or a hand-over commits.
+NEVER_BY_INTERVAL = {"LISA_STEP_COMMIT_INTERVAL_MS": "3600000"}
+
+
+def test_coalesced_commits_are_made_when_the_step_goes_idle(chain):
+    settings, start, _ = chain
+    start("toy-square", **NEVER_BY_INTERVAL)
+    publish_numbers(settings, range(20))
+    wait_until(lambda: len(read_all(settings, "toy.squares")) >= 20, 60, "20 squares")
+    wait_until(
+        lambda: committed_inputs(settings, "toy-square", NUMBERS) == 20,
+        60,
+        "the 20 inputs committed once no more came",
+    )
+
+
+def test_coalesced_commits_are_made_on_sigterm_and_a_kill_replays_the_uncommitted_as_repeats(
+    chain,
+):
+    settings, start, _ = chain
+    # nor by going idle: getmany waits an hour for records, so nothing commits until asked (and
+    # readiness, set after the first fetch returns, is not waited for: the outputs are)
+    held = {**NEVER_BY_INTERVAL, "LISA_STEP_POLL_TIMEOUT_MS": "3600000"}
+    square = start("toy-square", wait=False, **held)
+    publish_numbers(settings, range(10))
+    first = wait_until(
+        lambda: (r := read_all(settings, "toy.squares")) and len(r) >= 10 and r, 60, "10 squares"
+    )
+    assert committed_inputs(settings, "toy-square", NUMBERS) == 0  # acknowledged, not committed
+    square.kill()  # SIGKILL: the acknowledged inputs are replayed, their outputs repeated
+    square = start("toy-square", wait=False, **held)
+    again = wait_until(
+        lambda: (r := read_all(settings, "toy.squares")) and len(r) >= 20 and r, 60, "10 repeats"
+    )
+    ids = Counter(dict(r.headers)["ce_id"] for r in again)
+    # the replayed inputs produced the same output ids: repeats, not new facts
+    assert ids == {dict(r.headers)["ce_id"]: 2 for r in first}
+    assert square.terminate() == 0  # SIGTERM: what settled is committed before leaving
+    assert committed_inputs(settings, "toy-square", NUMBERS) == 10
