@@ -48,6 +48,7 @@ from choreo.health import Health
 from choreo.publisher import Publisher, default_client_id, make_producer
 from choreo.reader import TopicReader, partitions_of
 from choreo.replay import REPLAY_HEADER, Letter
+from choreo.retry import start_until_ready
 from choreo.settings import KafkaSettings
 from choreo.topology import dead_letter_topic
 from lisa_pipeline.events import FlowRetraction, FlowSnapshot, SegmentRetracted, StepControl
@@ -201,19 +202,7 @@ class Monitor:
 
     async def _start(self, make: Callable[[], Any]) -> Any:
         """Start a client, waiting for the cluster as long as it takes (or until SIGTERM)."""
-        delay = 0.5
-        while not self._stopping.is_set():
-            client = make()
-            try:
-                await client.start()
-                return client
-            except KafkaError as exc:
-                log.warning("cluster unavailable, waiting", error=repr(exc), retry_in_s=delay)
-                with contextlib.suppress(Exception):
-                    await (client.close() if hasattr(client, "close") else client.stop())
-                await self._pause(delay)
-                delay = min(delay * 2, 15.0)
-        return None
+        return await start_until_ready(make, self._stopping, 0.5, 15.0)
 
     @staticmethod
     async def _caught_up(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:

@@ -8,10 +8,11 @@ the faust catalog) dead-letter with that count and never stick attributes onto e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import structlog
 
@@ -70,3 +71,28 @@ async def retry(
             log.warning(f"{what}, retrying", error=str(exc), attempt=attempt, retry_in_s=delay)
             await asyncio.sleep(delay)
             attempt += 1
+
+
+async def start_until_ready(
+    make: Callable[[], Any], stopping: asyncio.Event, first_s: float, max_s: float
+) -> Any | None:
+    """Start a Kafka client (producer, consumer or admin) from ``make``, waiting for the cluster
+    as long as it takes: a service that starts before its broker waits instead of exiting.
+    Doubling delays from ``first_s`` up to ``max_s``; None if ``stopping`` is set first (SIGTERM
+    while waiting). A client that failed to start is closed before the next attempt."""
+    from aiokafka.errors import KafkaError
+
+    delay = first_s
+    while not stopping.is_set():
+        client = make()
+        try:
+            await client.start()
+            return client
+        except KafkaError as exc:
+            log.warning("cluster unavailable, waiting", error=repr(exc), retry_in_s=delay)
+            with contextlib.suppress(Exception):
+                await (client.close() if hasattr(client, "close") else client.stop())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), delay)
+            delay = min(delay * 2, max_s)
+    return None

@@ -73,6 +73,7 @@ from choreo.logs import configure_logging
 from choreo.metrics import StepMetrics, configure_metrics
 from choreo.processing import RecordProcessor
 from choreo.publisher import Publisher, default_client_id, make_producer
+from choreo.retry import start_until_ready
 from choreo.settings import KafkaSettings, StepSettings, home
 from choreo.step import Step
 
@@ -498,19 +499,9 @@ class StepRunner:
 
     async def _start_with_backoff(self, make: Callable[[], Any]) -> Any:
         """Start a client, waiting for the cluster as long as it takes (or until SIGTERM)."""
-        delay = self.settings.retry_backoff_s
-        while not self._stopping.is_set():
-            client = make()
-            try:
-                await client.start()
-                return client
-            except KafkaError as exc:
-                log.warning("cluster unavailable, waiting", error=repr(exc), retry_in_s=delay)
-                with contextlib.suppress(Exception):
-                    await client.stop()
-                await self._pause(delay)
-                delay = min(delay * 2, self.settings.retry_backoff_max_s)
-        return None
+        return await start_until_ready(
+            make, self._stopping, self.settings.retry_backoff_s, self.settings.retry_backoff_max_s
+        )
 
     async def _process_batch(
         self,
