@@ -51,9 +51,12 @@ def _frame_name(frame: str) -> str:
     return f"{name} ({where.split(':')[0].rstrip(')')})" if sep else frame
 
 
-def _frames(line: str) -> tuple[list[str], int]:
-    """One folded stack of py-spy's raw format (root first) and its sample count."""
+def _frames(line: str) -> tuple[list[str], int] | None:
+    """One folded stack of py-spy's raw format (root first) and its sample count; None for a
+    line that is not one (the last line of a spy stopped mid-write)."""
     stack, _, count = line.rstrip().rpartition(" ")
+    if not stack or not count.isdigit():
+        return None
     return [_frame_name(f) for f in stack.split(";")], int(count)
 
 
@@ -62,10 +65,13 @@ def summarise(path: Path, top: int = 15) -> dict:
     inclusive: Counter[str] = Counter()
     leaf: Counter[str] = Counter()
     total = 0
-    for line in path.read_text().splitlines():
-        if not line.strip():
+    # lines end with "\n" only: a frame's text (a string argument shown by py-spy) may hold
+    # characters that str.splitlines would also break at
+    for line in path.read_text(errors="replace").split("\n"):
+        parsed = _frames(line)
+        if parsed is None:
             continue
-        frames, count = _frames(line)
+        frames, count = parsed
         total += count
         for name in set(frames):
             inclusive[name] += count
