@@ -94,15 +94,32 @@ def joint_sf(u: ArrayLike, dof: ArrayLike, coherence: float) -> NDArray[np.float
     last = int(np.max(mean + 12 * sd)) + 40 if a.size else 1
     j = np.arange(first, last, dtype=np.float64)
     shape = a[..., None] + j
+    log_gamma_shape = special.gammaln(shape)
     log_nb = (
-        special.gammaln(shape)
+        log_gamma_shape
         - special.gammaln(a[..., None])
         - special.gammaln(j + 1.0)
         + a[..., None] * math.log1p(-r)
         + j * math.log(r)
     )
-    q = special.gammaincc(shape, (u / (2 * (1 - r)))[..., None])
+    q = _upper_gamma_ladder(shape, log_gamma_shape, (u / (2 * (1 - r)))[..., None])
     return np.sum(np.exp(log_nb) * q**2, axis=-1)
+
+
+def _upper_gamma_ladder(
+    shape: NDArray[np.float64], log_gamma_shape: NDArray[np.float64], x: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Q(shape, x) along the last axis, whose shapes step by 1: one incomplete gamma at the
+    first, then Q(s + 1, x) = Q(s, x) + x^s e^-x / Gamma(s + 1) (positive terms added: stable).
+    One special-function call per row instead of one per term: the catalogue's FAP sums
+    ~24 sqrt(2N r) / (1 - r) terms per bin, N the stacked segments, at every segment."""
+    with np.errstate(divide="ignore"):  # x = 0: log 0 = -inf, every term 0, Q = 1 throughout
+        log_x = np.log(x)
+    first = special.gammaincc(shape[..., :1], x)
+    # x^s e^-x / Gamma(s + 1), with log Gamma(s + 1) = log Gamma(s) + log s
+    log_terms = shape[..., :-1] * log_x - x - (log_gamma_shape[..., :-1] + np.log(shape[..., :-1]))
+    steps = np.cumsum(np.exp(log_terms), axis=-1)
+    return np.minimum(np.concatenate([first, first + steps], axis=-1), 1.0)
 
 
 def grid_fap(
